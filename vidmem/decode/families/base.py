@@ -1,0 +1,110 @@
+"""The contract between the streaming decoder and one VAE family.
+
+Why adapters: every video VAE in diffusers has its own latent layout, temporal compression rule,
+cache mechanism and decoder signature. The streaming engine (``vidmem.decode.stream``) knows none
+of that; it asks the family's adapter. Adding a family means adding one module here and its tests.
+
+Canonical layouts used between engine and adapter:
+
+* latents: ``(B, C, T, h, w)`` (whatever the VAE's own ``decode`` takes is converted by
+  :meth:`FamilyAdapter.to_canonical`);
+* pixels: ``(B, 3, T, H, W)`` float, in the value range the VAE's ``decode`` returns ([-1, 1]).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from ..geometry import TimeMap
+
+Streaming = Literal["cache", "window"]
+
+
+class FamilyAdapter:
+    """Base class; subclasses set the class attributes and implement :meth:`decode_piece`.
+
+    ``streaming``:
+      * ``"cache"``: the decoder is causal and its cache is carried from chunk to chunk (per
+        spatial tile), so chunked decode equals the full decode; windows never overlap.
+      * ``"window"``: no carried state; windows re-decode ``context_latents`` latents before their
+        new ones, and the overlap is discarded as warm-up and/or cross-faded over ``blend_frames``.
+    """
+
+    name: ClassVar[str] = "base"
+    #: diffusers class names this adapter handles (matched on ``type(vae).__name__``).
+    vae_classes: ClassVar[tuple[str, ...]] = ()
+    streaming: ClassVar[Streaming] = "cache"
+    #: whether the VAE's own decode clamps to [-1, 1] (the engine clamps after blending).
+    clamps_output: ClassVar[bool] = False
+    #: defaults for window families, in latent frames / pixel frames.
+    default_context_latents: ClassVar[int] = 0
+    default_blend_frames: ClassVar[int] = 0
+    #: the smallest spatial tile, in latent pixels, that still decodes sensibly.
+    min_tile_latent: ClassVar[int] = 4
+
+    def __init__(self, vae: torch.nn.Module, decode_kwargs: dict[str, Any] | None = None):
+        self.vae = vae
+        #: extra arguments of the VAE's own ``decode`` (e.g. LTX's ``temb``), for every piece.
+        self.decode_kwargs: dict[str, Any] = dict(decode_kwargs or {})
+
+    # --- geometry -------------------------------------------------------------------------
+    @property
+    def time_map(self) -> TimeMap:
+        raise NotImplementedError
+
+    @property
+    def spatial_factor(self) -> int:
+        raise NotImplementedError
+
+    # --- layouts --------------------------------------------------------------------------
+    def to_canonical(self, latents: torch.Tensor) -> torch.Tensor:
+        """The VAE's native decode input -> ``(B, C, T, h, w)``. Validates the rank."""
+        if latents.ndim != 5:
+            raise ValueError(
+                f"{type(self.vae).__name__} decodes 5-D latents (B, C, T, h, w); got shape "
+                f"{tuple(latents.shape)}"
+            )
+        return latents
+
+    def from_canonical(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Canonical pixels -> the layout ``vae.decode(latents).sample`` has."""
+        return pixels
+
+    #: index of the time axis in the native decode output (for concatenating ``"pt"`` chunks).
+    native_time_axis: ClassVar[int] = 2
+
+    # --- decoding -------------------------------------------------------------------------
+    def new_state(self) -> Any:
+        """Fresh per-tile state (a causal cache) for ``"cache"`` families; ``None`` otherwise."""
+        return None
+
+    def decode_piece(self, z: torch.Tensor, state: Any, first: bool) -> torch.Tensor:
+        """Decode canonical latents ``z`` (already on the VAE's device and dtype).
+
+        For ``"cache"`` families ``z`` is the next chunk of one tile and ``first`` says whether
+        it starts the clip; ``state`` is that tile's cache, updated in place. For ``"window"``
+        families ``z`` is one whole window and ``first`` says whether it starts at latent 0.
+        Returns canonical pixels, not clamped.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def matches(cls, vae: torch.nn.Module) -> bool:
+        return type(vae).__name__ in cls.vae_classes
+
+    def describe(self) -> str:
+        tm = self.time_map
+        return (f"{self.name}: x{tm.factor} time ({'causal' if tm.causal_first_frame else 'plain'}),"
+                f" x{self.spatial_factor} space, {self.streaming} streaming")
+
+
+def config_value(vae: torch.nn.Module, *names: str, default: Any = None) -> Any:
+    """First present attribute among ``names`` on ``vae.config`` (diffusers renames them often)."""
+    cfg = getattr(vae, "config", None)
+    for name in names:
+        value = getattr(cfg, name, None) if cfg is not None else None
+        if value is not None:
+            return value
+    return default

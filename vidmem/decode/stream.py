@@ -1,0 +1,282 @@
+"""Streaming spatial-temporal decode: latents in, finished frames out, one chunk at a time.
+
+Why: ``vae.decode`` (and diffusers' own tiled decode) materialises every frame of the clip, on
+the device, before returning. Here each temporal chunk is decoded tile by tile into one chunk-sized
+buffer, blended, clamped, turned into uint8 on the device and handed out; then it is gone. For
+causal families the per-tile cache is carried across chunks, so the stream equals the full decode;
+for the others, overlapping windows are re-decoded as context and cross-faded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Literal
+
+import torch
+
+from .blend import crossfade, tile_mask
+from .families import FamilyAdapter, adapter_for
+from .families.generic import GenericAdapter
+from .geometry import Tile, Window, plan_tiles, plan_windows
+
+log = logging.getLogger("vidmem")
+
+OutputType = Literal["uint8", "pt"]
+
+#: Defaults when the caller gives no sizes (pixel frames / pixels).
+DEFAULT_CHUNK_FRAMES = 16
+DEFAULT_TILE_OVERLAP = 64
+#: On CPU, frames larger than this (in pixels) are tiled by default: RAM is plentiful, tiling
+#: costs time. On CUDA the tile size comes from free device memory instead.
+CPU_UNTILED_MAX_PIXELS = 1920 * 1088
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """Everything the decode will do, decided before any decoding starts (printable, testable)."""
+
+    family: str
+    streaming: str
+    latent_shape: tuple[int, ...]
+    frames: int
+    height: int
+    width: int
+    chunk_latents: int
+    context_latents: int
+    blend_frames: int
+    tile_latent: int | None
+    tile_overlap_latent: int
+    windows: list[Window] = field(repr=False)
+    tiles: list[Tile] = field(repr=False)
+
+    def summary(self) -> str:
+        tiling = (f"{len(self.tiles)} tiles of {self.tile_latent} latent px "
+                  f"(overlap {self.tile_overlap_latent})" if self.tile_latent else "untiled")
+        temporal = f"{len(self.windows)} chunks of {self.chunk_latents} latent frames"
+        if self.context_latents:
+            temporal += f" (+{self.context_latents} context, {self.blend_frames}-frame cross-fade)"
+        return (f"{self.family} VAE, {self.streaming} streaming: {self.frames} frames "
+                f"{self.width}x{self.height}; {temporal}; {tiling}")
+
+
+def _vae_device_dtype(vae: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where the decode runs: the accelerate hook's execution device if offloaded, else params."""
+    hook = getattr(vae, "_hf_hook", None)
+    exec_device = getattr(hook, "execution_device", None)
+    param = next(vae.parameters(), None)
+    device = torch.device(exec_device) if exec_device is not None else (
+        param.device if param is not None else torch.device("cpu"))
+    dtype = param.dtype if param is not None else torch.float32
+    return device, dtype
+
+
+def _auto_tile_pixels(adapter: FamilyAdapter, height: int, width: int,
+                      device: torch.device, dtype: torch.dtype) -> int | None:
+    """Pick a tile edge (pixels) so one tile's decode fits; ``None`` when no tiling is needed.
+
+    On CUDA: assume the decoder's widest full-resolution activation costs about
+    ``ACT_BYTES_PER_PIXEL`` bytes per output pixel and frame (a 128-channel feature map, with a
+    factor of 4 for the conv workspace and temporaries), and let one latent frame's worth of a tile
+    use at most half of the currently free device memory.
+    """
+    if device.type == "cuda":
+        act_bytes_per_pixel = 128 * 4 * torch.finfo(dtype).bits // 8
+        free, _ = torch.cuda.mem_get_info(device)
+        frames_per_piece = max(1, adapter.time_map.factor)
+        max_pixels = (free // 2) // (act_bytes_per_pixel * frames_per_piece)
+    else:
+        max_pixels = CPU_UNTILED_MAX_PIXELS
+    if height * width <= max_pixels:
+        return None
+    return max(adapter.min_tile_latent * adapter.spatial_factor, int(math.sqrt(max_pixels)))
+
+
+def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: int | None = None,
+                overlap_frames: int | None = None, tile_size: int | None = None,
+                tile_overlap: int | None = None, adapter: FamilyAdapter | None = None) -> DecodePlan:
+    """Validate the options against the latents and the VAE, and return the decode plan.
+
+    All sizes are in pixels / pixel frames and are rounded down to whole latent units:
+    ``chunk_frames`` new frames per chunk, ``overlap_frames`` frames of context re-decoded by each
+    window of a non-causal family (ignored by cache-carrying families, which need none),
+    ``tile_size``/``tile_overlap`` the spatial tile edge and overlap (``tile_size=0`` disables
+    spatial tiling; ``None`` chooses from the frame size and free device memory).
+    """
+    adapter = adapter or adapter_for(vae)
+    z = adapter.to_canonical(latents)
+    if isinstance(adapter, GenericAdapter):
+        adapter.probe(z)
+    if not z.is_floating_point():
+        raise TypeError(f"latents must be a float tensor, got {z.dtype}")
+    _, _, t_lat, h_lat, w_lat = z.shape
+    if t_lat < 1 or h_lat < 1 or w_lat < 1:
+        raise ValueError(f"latents have an empty dimension: shape {tuple(latents.shape)}")
+    tm, sf = adapter.time_map, adapter.spatial_factor
+    height, width = h_lat * sf, w_lat * sf
+
+    for name, value in (("chunk_frames", chunk_frames), ("overlap_frames", overlap_frames),
+                        ("tile_size", tile_size), ("tile_overlap", tile_overlap)):
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    if chunk_frames == 0:
+        raise ValueError("chunk_frames must be at least 1 pixel frame")
+
+    chunk_latents = max(1, (chunk_frames or DEFAULT_CHUNK_FRAMES) // tm.factor)
+    if adapter.streaming == "window":
+        if overlap_frames is None:
+            context = adapter.default_context_latents
+        else:
+            context = -(-overlap_frames // tm.factor)  # round up: at least the asked-for overlap
+        if chunk_frames is not None and overlap_frames is not None and overlap_frames >= chunk_frames:
+            raise ValueError(f"overlap_frames ({overlap_frames}) must be smaller than chunk_frames "
+                             f"({chunk_frames})")
+        # The cross-fade must lie inside the re-decoded context, after its causal image frame.
+        context_pixels = tm.factor * context - (1 if tm.causal_first_frame else 0)
+        blend = min(adapter.default_blend_frames, max(0, context_pixels))
+    else:
+        context, blend = 0, 0
+
+    device, dtype = _vae_device_dtype(vae)
+    if tile_size is None:
+        tile_px = _auto_tile_pixels(adapter, height, width, device, dtype)
+    else:
+        tile_px = tile_size or None
+    tile_latent = None
+    overlap_latent = 0
+    if tile_px is not None:
+        tile_latent = tile_px // sf
+        if tile_latent < adapter.min_tile_latent:
+            raise ValueError(
+                f"tile_size {tile_px}px is below the {adapter.name} VAE's minimum of "
+                f"{adapter.min_tile_latent * sf}px ({adapter.min_tile_latent} latent px x{sf}); "
+                f"use a larger tile_size or 0 to disable tiling")
+        overlap_px = DEFAULT_TILE_OVERLAP if tile_overlap is None else tile_overlap
+        overlap_latent = overlap_px // sf
+        if overlap_latent >= tile_latent:
+            raise ValueError(f"tile_overlap ({overlap_px}px) must be smaller than tile_size "
+                             f"({tile_px}px)")
+        if tile_latent >= max(h_lat, w_lat):
+            tile_latent, overlap_latent = None, 0  # one tile covers the frame: no tiling needed
+    tiles = plan_tiles(h_lat, w_lat, sf, tile_latent, overlap_latent)
+    windows = plan_windows(t_lat, tm, chunk_latents, context,
+                           carries_cache=adapter.streaming == "cache")
+    return DecodePlan(adapter.name, adapter.streaming, tuple(latents.shape), tm.pixel_frames(t_lat),
+                      height, width, chunk_latents, context, blend, tile_latent, overlap_latent,
+                      windows, tiles)
+
+
+def _decode_window(adapter: FamilyAdapter, z: torch.Tensor, window: Window, tiles: list[Tile],
+                   states: list, feather_px: int, device: torch.device,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """Decode one window, all its tiles, blended into one float32 buffer on ``device``."""
+    zw = z[:, :, window.latents.as_slice()]
+    first = window.latents.start == 0
+    if len(tiles) == 1:
+        piece = adapter.decode_piece(zw.to(device, dtype), states[0], first)
+        return piece.float()
+    acc = norm = None
+    for tile, state in zip(tiles, states):
+        zt = zw[:, :, :, tile.rows.as_slice(), tile.cols.as_slice()].to(device, dtype)
+        piece = adapter.decode_piece(zt, state, first).float()
+        if acc is None:
+            b, c, t = piece.shape[:3]
+            height, width = tiles[-1].py.stop, tiles[-1].px.stop
+            acc = torch.zeros(b, c, t, height, width, device=device)
+            norm = torch.zeros(height, width, device=device)
+        mask = tile_mask(tile, feather_px).to(device)
+        acc[:, :, :, tile.py.as_slice(), tile.px.as_slice()] += piece * mask
+        norm[tile.py.as_slice(), tile.px.as_slice()] += mask
+        del piece
+    return acc / norm
+
+
+def to_uint8_video(pixels: torch.Tensor) -> torch.Tensor:
+    """Canonical pixels in [-1, 1], ``(1, 3, T, H, W)`` -> uint8 ``(T, H, W, 3)``, on their device.
+
+    Rounds (as a viewer would expect) rather than truncating like ``export_to_video``.
+    """
+    if pixels.shape[0] != 1:
+        raise ValueError(f"uint8 output decodes one video at a time; got a batch of "
+                         f"{pixels.shape[0]} (pass latents[i:i+1])")
+    x = ((pixels[0].clamp(-1, 1) + 1) * 127.5).round_().to(torch.uint8)
+    return x.permute(1, 2, 3, 0).contiguous()
+
+
+def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: int | None = None,
+                   overlap_frames: int | None = None, tile_size: int | None = None,
+                   tile_overlap: int | None = None, output_type: OutputType = "uint8",
+                   progress: Callable[[int, int], None] | None = None,
+                   decode_kwargs: dict | None = None) -> Iterator:
+    """Decode ``latents`` (exactly what ``vae.decode`` takes) as an iterator of chunks, in order.
+
+    ``output_type="pt"``: float32 chunks in the layout of ``vae.decode(latents).sample``;
+    concatenating them along the VAE's time axis reproduces the full decode (exactly for
+    cache-carrying families without spatial tiling). ``"uint8"``: ``(T, H, W, 3)`` uint8 CPU
+    tensors, ready for :class:`vidmem.VideoWriter` (batch size 1 only).
+
+    ``decode_kwargs`` are extra arguments of the VAE's own ``decode`` (e.g. LTX's ``temb``).
+    ``progress(frames_done, frames_total)`` is called after each chunk. Options are checked (see
+    :func:`plan_decode`) before anything is decoded.
+    """
+    if output_type not in ("uint8", "pt"):
+        raise ValueError(f"output_type must be 'uint8' or 'pt', got {output_type!r}")
+    adapter = adapter_for(vae, decode_kwargs)
+    plan = plan_decode(vae, latents, chunk_frames=chunk_frames, overlap_frames=overlap_frames,
+                       tile_size=tile_size, tile_overlap=tile_overlap, adapter=adapter)
+    if output_type == "uint8" and plan.latent_shape[0] != 1 and latents.ndim == 5:
+        raise ValueError(f"uint8 output decodes one video at a time; got a batch of "
+                         f"{plan.latent_shape[0]} (pass latents[i:i+1] or output_type='pt')")
+    return _stream(adapter, adapter.to_canonical(latents), plan, output_type, progress)
+
+
+def _stream(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan, output_type: OutputType,
+            progress: Callable[[int, int], None] | None) -> Iterator:
+    device, dtype = _vae_device_dtype(adapter.vae)
+    feather = plan.tile_overlap_latent * adapter.spatial_factor
+    states = [adapter.new_state() for _ in plan.tiles]
+    pinned = device.type == "cuda" and output_type == "uint8"
+    tail: torch.Tensor | None = None
+    done = 0
+    with torch.no_grad():
+        for k, window in enumerate(plan.windows):
+            if adapter.streaming == "window":
+                states = [adapter.new_state() for _ in plan.tiles]
+            out = _decode_window(adapter, z, window, plan.tiles, states, feather, device, dtype)
+            if adapter.clamps_output:
+                out = out.clamp_(-1.0, 1.0)
+            if tail is not None:
+                n = tail.shape[2]
+                i0 = window.keep_from - n - window.offset
+                w = crossfade(n).to(out.device).view(1, 1, n, 1, 1)
+                blended = tail * (1 - w) + out[:, :, i0:i0 + n] * w
+                out = torch.cat([blended, out[:, :, i0 + n:]], dim=2)
+            else:
+                out = out[:, :, window.keep_from - window.offset:]
+            last = k == len(plan.windows) - 1
+            if plan.blend_frames and not last:
+                tail = out[:, :, -plan.blend_frames:]
+                out = out[:, :, :-plan.blend_frames]
+            else:
+                tail = None
+            if out.shape[2] == 0:
+                continue
+            done += out.shape[2]
+            if output_type == "uint8":
+                frames = to_uint8_video(out)
+                if pinned:
+                    host = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True)
+                    host.copy_(frames, non_blocking=True)
+                    torch.cuda.current_stream(device).synchronize()
+                    frames = host
+                else:
+                    frames = frames.cpu()
+                chunk = frames
+            else:
+                chunk = adapter.from_canonical(out).cpu()
+            del out
+            if progress is not None:
+                progress(done, plan.frames)
+            yield chunk
