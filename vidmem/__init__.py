@@ -8,20 +8,33 @@ Public API (everything else is an implementation detail):
 * :func:`tiny_pipeline` - a real diffusers pipeline with tiny random weights, built offline.
 """
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .decode import DecodePlan, decode_latents, plan_decode, register_adapter, supported_vaes
+from .io import VideoWriter, WriterError, available_encoders, to_uint8_frames
 from .memory import format_bytes, parse_bytes, peak_rss_bytes
+from .render import DecodeFailed, RenderReport, decode_to_video, render
 from .tiny import tiny_pipeline
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DecodeFailed",
     "DecodePlan",
+    "RenderReport",
+    "VideoWriter",
+    "WriterError",
+    "available_encoders",
     "decode_latents",
+    "decode_to_video",
     "format_bytes",
+    "load_checkpoint",
     "parse_bytes",
     "peak_rss_bytes",
     "plan_decode",
     "register_adapter",
+    "render",
+    "save_checkpoint",
     "supported_vaes",
     "tiny_pipeline",
+    "to_uint8_frames",
 ]

@@ -93,8 +93,26 @@ def tiny_pipeline(family: str = "wan", seed: int = 0):
         cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
     ).eval()
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
-    return WanPipeline(tokenizer=tiny_tokenizer(), text_encoder=text_encoder,
+    pipe = WanPipeline(tokenizer=tiny_tokenizer(), text_encoder=text_encoder,
                        transformer=transformer, vae=vae, scheduler=scheduler)
+    pipe._vidmem_model_id = tiny_model_id(family, seed)
+    return pipe
+
+
+TINY_PREFIX = "vidmem-tiny:"
+
+
+def tiny_model_id(family: str, seed: int) -> str:
+    """The model id a latent checkpoint records for a tiny pipeline (no path exists for it)."""
+    return f"{TINY_PREFIX}{family}:{seed}"
+
+
+def parse_tiny_model_id(model_id: str) -> tuple[str, int] | None:
+    """``"vidmem-tiny:wan:0"`` -> ``("wan", 0)``; ``None`` for anything else."""
+    if not model_id.startswith(TINY_PREFIX):
+        return None
+    family, _, seed = model_id[len(TINY_PREFIX):].partition(":")
+    return family, int(seed or 0)
 
 
 def save_tiny_pipeline(directory: str | Path, family: str = "wan", seed: int = 0) -> Path:

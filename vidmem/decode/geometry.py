@@ -86,20 +86,22 @@ def split_even(total: int, size: int) -> list[Span]:
 
 
 def overlapping_tiles(total: int, tile: int, overlap: int) -> list[Span]:
-    """Cover ``[0, total)`` with spans of length ``tile`` stepping by ``tile - overlap``.
+    """Cover ``[0, total)`` with equal spans of at most ``tile``, overlapping by at least ``overlap``.
 
-    The last span is snapped to end exactly at ``total`` (so no tile is ever truncated and every
-    tile has the same size), which can make the last overlap larger than ``overlap``.
+    ``tile`` is an upper bound (it is what bounds memory): the fewest tiles that cover ``total``
+    with that overlap are used, shrunk to the smallest equal size that still covers it, and spread
+    evenly. Compared with stepping by ``tile - overlap`` and truncating (diffusers) or snapping the
+    last tile to the edge, this decodes the least redundant area, gives every seam about the same
+    overlap, and never produces a sliver tile with too little context.
     """
     if tile >= total:
         return [Span(0, total)]
     if not 0 <= overlap < tile:
         raise ValueError(f"tile overlap {overlap} must be >= 0 and smaller than the tile ({tile})")
-    stride = tile - overlap
-    starts = list(range(0, total - tile + 1, stride))
-    if starts[-1] + tile < total:
-        starts.append(total - tile)
-    return [Span(s, s + tile) for s in starts]
+    count = -(-(total - overlap) // (tile - overlap))
+    size = -(-(total + (count - 1) * overlap) // count)
+    starts = [round(i * (total - size) / (count - 1)) for i in range(count)]
+    return [Span(s, s + size) for s in starts]
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Literal
 
 import torch
 
+from ..io.frames import vae_pixels_to_uint8
 from .blend import crossfade, tile_mask
 from .families import FamilyAdapter, adapter_for
 from .families.generic import GenericAdapter
@@ -193,18 +194,6 @@ def _decode_window(adapter: FamilyAdapter, z: torch.Tensor, window: Window, tile
     return acc / norm
 
 
-def to_uint8_video(pixels: torch.Tensor) -> torch.Tensor:
-    """Canonical pixels in [-1, 1], ``(1, 3, T, H, W)`` -> uint8 ``(T, H, W, 3)``, on their device.
-
-    Rounds (as a viewer would expect) rather than truncating like ``export_to_video``.
-    """
-    if pixels.shape[0] != 1:
-        raise ValueError(f"uint8 output decodes one video at a time; got a batch of "
-                         f"{pixels.shape[0]} (pass latents[i:i+1])")
-    x = ((pixels[0].clamp(-1, 1) + 1) * 127.5).round_().to(torch.uint8)
-    return x.permute(1, 2, 3, 0).contiguous()
-
-
 def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: int | None = None,
                    overlap_frames: int | None = None, tile_size: int | None = None,
                    tile_overlap: int | None = None, output_type: OutputType = "uint8",
@@ -265,7 +254,7 @@ def _stream(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan, output_ty
                 continue
             done += out.shape[2]
             if output_type == "uint8":
-                frames = to_uint8_video(out)
+                frames = vae_pixels_to_uint8(out)
                 if pinned:
                     host = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True)
                     host.copy_(frames, non_blocking=True)

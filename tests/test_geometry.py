@@ -1,0 +1,79 @@
+"""Pure decode geometry: frame-count formulas, window alignment, tile coverage."""
+
+import pytest
+
+from vidmem.decode.geometry import Span, TimeMap, overlapping_tiles, plan_tiles, plan_windows
+
+
+@pytest.mark.parametrize("factor", [4, 6, 8])
+def test_causal_time_map_matches_formula(factor):
+    tm = TimeMap(factor, causal_first_frame=True)
+    for t in range(1, 12):
+        assert tm.pixel_frames(t) == factor * (t - 1) + 1
+        # the latent frames that cover tm.pixel_frames(t) frames are exactly t
+        assert tm.latent_frames_for(tm.pixel_frames(t)) == t
+    # frame starts are contiguous: latent i ends where latent i+1 starts
+    for i in range(1, 10):
+        assert tm.pixel_start(i + 1) - tm.pixel_start(i) == factor
+    assert tm.pixel_start(1) == 1
+
+
+def test_plain_time_map():
+    tm = TimeMap(1, causal_first_frame=False)
+    assert tm.pixel_frames(7) == 7 and tm.pixel_start(3) == 3
+
+
+def test_cache_windows_are_disjoint_and_cover_the_clip():
+    tm = TimeMap(4, True)
+    windows = plan_windows(9, tm, chunk_latents=2, context_latents=0, carries_cache=True)
+    assert [w.latents for w in windows] == [Span(0, 2), Span(2, 4), Span(4, 6), Span(6, 8),
+                                            Span(8, 9)]
+    # each window's frames start where the previous one stopped, and nothing is discarded
+    assert windows[0].offset == 0
+    for prev, cur in zip(windows, windows[1:]):
+        assert cur.offset == prev.stop == cur.keep_from
+    assert windows[-1].stop == tm.pixel_frames(9) == 33
+
+
+def test_fresh_causal_window_aligns_first_frame_with_last_subframe():
+    tm = TimeMap(4, True)
+    windows = plan_windows(9, tm, chunk_latents=3, context_latents=2)
+    w = windows[1]  # new latents 3..5, context from latent 1
+    assert w.latents == Span(1, 6)
+    # a fresh decode starting at latent 1 yields 1 + 4*4 = 17 frames ending where the full one does
+    assert w.offset + tm.pixel_frames(w.latents.size) == w.stop == tm.pixel_frames(6)
+    assert w.keep_from == tm.pixel_start(3)
+
+
+@pytest.mark.parametrize("total, tile, overlap", [(50, 16, 4), (30, 16, 4), (52, 16, 4),
+                                                   (17, 8, 2), (100, 33, 0), (9, 8, 7)])
+def test_overlapping_tiles_cover_evenly_within_the_tile_bound(total, tile, overlap):
+    spans = overlapping_tiles(total, tile, overlap)
+    assert spans[0].start == 0 and spans[-1].stop == total
+    sizes = {s.size for s in spans}
+    assert len(sizes) == 1 and sizes.pop() <= tile
+    # fewest tiles: one fewer could not cover the extent with that overlap
+    assert (len(spans) - 1) * (tile - overlap) + overlap < total
+    covered = set()
+    for s in spans:
+        covered.update(range(s.start, s.stop))
+    assert covered == set(range(total))
+    for a, b in zip(spans, spans[1:]):
+        assert a.stop - b.start >= overlap  # at least the asked-for overlap
+
+
+def test_tile_overlap_must_be_smaller_than_tile():
+    with pytest.raises(ValueError, match="smaller than the tile"):
+        overlapping_tiles(50, 8, 8)
+
+
+def test_plan_tiles_maps_to_pixels_and_marks_neighbours():
+    tiles = plan_tiles(12, 20, 8, tile_latent=8, overlap_latent=2)
+    assert len(tiles) == 2 * 3
+    first, last = tiles[0], tiles[-1]
+    # rows: 2 tiles of 7 (the smallest equal size covering 12 with overlap 2), cols: 3 of 8
+    assert first.rows == Span(0, 7) and first.cols == Span(0, 8)
+    assert first.py == Span(0, 56) and first.px == Span(0, 64)
+    assert first.neighbours == (False, True, False, True)
+    assert last.px.stop == 160 and last.py.stop == 96
+    assert last.neighbours == (True, False, True, False)

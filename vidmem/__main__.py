@@ -1,0 +1,7 @@
+"""``python -m vidmem`` is the ``vidmem`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

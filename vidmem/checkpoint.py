@@ -1,0 +1,97 @@
+"""Latent checkpoints: the denoised latents, saved before the decode, so a failed decode costs
+minutes, not the hour of denoising before it.
+
+The file (``clip.mp4`` -> ``clip.latents.safetensors``) holds the latents exactly as the VAE's
+``decode`` takes them (already denormalized), any tensor arguments of that decode (e.g. LTX's
+timestep), and string metadata: model, family, fps, frame count, dtype. ``vidmem decode`` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .pipelines import DecodeInput
+
+LATENTS_KEY = "latents"
+_KWARG_PREFIX = "decode_kwargs."
+FORMAT_VERSION = "1"
+
+
+@dataclass
+class LatentCheckpoint:
+    """A loaded checkpoint: what to decode and how the render that wrote it was configured."""
+
+    decode_input: DecodeInput
+    model: str | None
+    family: str | None
+    fps: float
+    frames: int | None
+    dtype: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def checkpoint_path_for(video_path: str | Path) -> Path:
+    """``clip.mp4`` -> ``clip.latents.safetensors`` (next to the video)."""
+    p = Path(video_path)
+    return p.with_name(p.stem + ".latents.safetensors")
+
+
+def save_checkpoint(path: str | Path, decode_input: DecodeInput, *, model: str | None,
+                    family: str | None, fps: float, frames: int | None,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Write the checkpoint atomically (temp file + rename), so a crash never leaves half a file."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {LATENTS_KEY: decode_input.latents.detach().contiguous().cpu()}
+    plain_kwargs = {}
+    for key, value in decode_input.decode_kwargs.items():
+        if isinstance(value, torch.Tensor):
+            tensors[_KWARG_PREFIX + key] = value.detach().contiguous().cpu()
+        else:
+            plain_kwargs[key] = value
+    metadata = {
+        "format": "vidmem-latents", "version": FORMAT_VERSION,
+        "model": model or "", "family": family or "", "fps": repr(float(fps)),
+        "frames": "" if frames is None else str(frames),
+        "dtype": str(decode_input.latents.dtype).removeprefix("torch."),
+        "decode_kwargs": json.dumps(plain_kwargs), "extra": json.dumps(extra or {}),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> LatentCheckpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`; clear errors for anything else."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"latent checkpoint {str(path)!r} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise ValueError(f"{str(path)!r} is not a readable safetensors file: {e}") from None
+    if meta.get("format") != "vidmem-latents" or LATENTS_KEY not in tensors:
+        raise ValueError(f"{str(path)!r} is not a vidmem latent checkpoint (written by "
+                         f"`vidmem render`)")
+    kwargs: dict[str, Any] = json.loads(meta.get("decode_kwargs") or "{}")
+    for key, value in tensors.items():
+        if key.startswith(_KWARG_PREFIX):
+            kwargs[key[len(_KWARG_PREFIX):]] = value
+    frames = meta.get("frames")
+    return LatentCheckpoint(
+        decode_input=DecodeInput(tensors[LATENTS_KEY], kwargs),
+        model=meta.get("model") or None, family=meta.get("family") or None,
+        fps=float(meta.get("fps") or 16), frames=int(frames) if frames else None,
+        dtype=meta.get("dtype", "float32"), extra=json.loads(meta.get("extra") or "{}"),
+    )

@@ -1,0 +1,274 @@
+"""The ``vidmem`` command line: parse, validate, call the API, report.
+
+Errors a user can fix (bad sizes, missing directories, unsupported models) print one line to
+stderr and exit with status 2, before any model work starts where possible; unexpected failures
+exit 1 with the exception's message (``VIDMEM_DEBUG=1`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any, Sequence
+
+EXAMPLES_RENDER = """examples:
+  vidmem render --out clip.mp4                       # built-in tiny pipeline, no download
+  vidmem render --prompt "a red fox in snow" --num-frames 33 --out fox.mp4 --lossless
+  vidmem render --num-frames 81 --chunk-frames 16 --tile-size 256 --out long.mp4 --json
+"""
+
+
+EXAMPLES_DECODE = """examples:
+  vidmem decode clip.latents.safetensors --out clip.mp4
+  vidmem decode clip.latents.safetensors --out clip.mp4 --tile-size 256 --chunk-frames 8
+"""
+
+
+class UsageError(Exception):
+    """A problem with the user's input: reported as one line, exit status 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line (no usage dump) with exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"vidmem: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_decode_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("decode tiling (pixels and pixel frames)")
+    g.add_argument("--chunk-frames", type=_positive_int, default=None,
+                   help="new frames decoded per temporal chunk (default 16)")
+    g.add_argument("--overlap-frames", type=_non_negative_int, default=None,
+                   help="frames of temporal context per window, for VAEs without a causal cache "
+                        "(default: per family; ignored for Wan/CogVideoX)")
+    g.add_argument("--tile-size", type=_non_negative_int, default=None,
+                   help="spatial tile edge in pixels; 0 disables tiling (default: from frame size "
+                        "and free device memory)")
+    g.add_argument("--tile-overlap", type=_non_negative_int, default=None,
+                   help="spatial tile overlap in pixels (default 64)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="vidmem", description="Render long videos with diffusers video pipelines "
+                     "on small GPUs and CPUs: tiled streaming decode straight to MP4.",
+                     epilog=EXAMPLES_RENDER, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    r = sub.add_parser("render", help="run a pipeline and write an MP4",
+                       description="Run a video pipeline and stream its frames into an MP4. "
+                                   "Without --model, uses vidmem's built-in tiny Wan pipeline "
+                                   "(random weights, offline).",
+                       epilog=EXAMPLES_RENDER, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("--prompt", default="a cat walking on grass, cinematic")
+    r.add_argument("--negative-prompt", default=None)
+    r.add_argument("--num-frames", type=_positive_int, default=17,
+                   help="frames to generate (Wan: 4k+1; default 17)")
+    r.add_argument("--height", type=_positive_int, default=64)
+    r.add_argument("--width", type=_positive_int, default=96)
+    r.add_argument("--steps", type=_positive_int, default=2, help="denoising steps (default 2)")
+    r.add_argument("--guidance-scale", type=float, default=None)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--fps", type=_positive_float, default=16.0)
+    r.add_argument("--lossless", action="store_true",
+                   help="write frames exactly (libx264rgb qp 0); default H.264 yuv420p")
+    r.add_argument("--out", required=True, help="output .mp4 path")
+    r.add_argument("--keep-latents", action="store_true",
+                   help="keep OUT.latents.safetensors after a successful render (it is always "
+                        "kept when decoding fails)")
+    r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.add_argument("--json", action="store_true", help="print the final report as JSON")
+    _add_decode_options(r)
+
+    d = sub.add_parser("decode", help="decode a latent checkpoint to an MP4",
+                       description="Decode a latent checkpoint (written by `vidmem render` next "
+                                   "to its output) into an MP4, with the same tiling options.",
+                       epilog=EXAMPLES_DECODE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d.add_argument("latents", help="a .latents.safetensors file")
+    d.add_argument("--out", required=True, help="output .mp4 path")
+    d.add_argument("--model", default=None,
+                   help="pipeline directory or hub id to load the VAE from (default: the one "
+                        "recorded in the checkpoint)")
+    d.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None)
+    d.add_argument("--fps", type=_positive_float, default=None,
+                   help="default: the fps recorded in the checkpoint")
+    d.add_argument("--lossless", action="store_true")
+    d.add_argument("--quiet", action="store_true")
+    d.add_argument("--json", action="store_true")
+    _add_decode_options(d)
+    return parser
+
+
+def _check_render_args(args: argparse.Namespace) -> None:
+    from .render import check_output_path
+
+    factor = 4
+    if (args.num_frames - 1) % factor:
+        lower = (args.num_frames - 1) // factor * factor + 1
+        raise UsageError(f"--num-frames {args.num_frames} is not valid for Wan: it needs "
+                         f"{factor}k+1 frames; nearest valid: {lower} or {lower + factor}")
+    multiple = 16
+    for name in ("height", "width"):
+        value = getattr(args, name)
+        if value % multiple:
+            down = max(multiple, value // multiple * multiple)
+            raise UsageError(f"--{name} {value} must be a multiple of {multiple} for Wan "
+                             f"(try {down} or {down + multiple})")
+    try:
+        check_output_path(args.out)
+    except (ValueError, OSError) as e:
+        raise UsageError(str(e)) from None
+
+
+class _Progress:
+    """Progress lines on stderr: decoded and written frames (tqdm bars)."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.enabled = enabled
+        self.bars: dict[str, Any] = {}
+        self.total = total
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm.auto import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None:
+            bar = self.bars[stage] = tqdm(total=total or self.total, desc=f"{stage:>7}",
+                                          unit="frame", position=len(self.bars), leave=True)
+        bar.update(done - bar.n)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    _check_render_args(args)
+    import torch
+
+    from .render import render
+    from .tiny import tiny_pipeline
+
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    log("stage: load (built-in tiny Wan pipeline, random weights)")
+    pipe = tiny_pipeline("wan", seed=0)
+    pipe.set_progress_bar_config(disable=args.quiet, desc="denoise")
+    log(f"stage: denoise ({args.steps} steps), then decode + write {args.num_frames} frames")
+    progress = _Progress(args.num_frames, enabled=not args.quiet)
+    kwargs: dict[str, Any] = dict(prompt=args.prompt, num_frames=args.num_frames,
+                                  height=args.height, width=args.width,
+                                  num_inference_steps=args.steps,
+                                  generator=torch.Generator().manual_seed(args.seed))
+    if args.negative_prompt is not None:
+        kwargs["negative_prompt"] = args.negative_prompt
+    if args.guidance_scale is not None:
+        kwargs["guidance_scale"] = args.guidance_scale
+    try:
+        report = render(pipe, args.out, fps=args.fps, chunk_frames=args.chunk_frames,
+                        overlap_frames=args.overlap_frames, tile_size=args.tile_size,
+                        tile_overlap=args.tile_overlap, lossless=args.lossless,
+                        progress=progress, keep_latents=args.keep_latents, **kwargs)
+    finally:
+        progress.close()
+    print(report.to_json() if args.json else str(report))
+    return 0
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+    from .loading import DTYPES, load_vae
+    from .render import check_output_path, decode_to_video
+
+    try:
+        check_output_path(args.out)
+        ckpt = load_checkpoint(args.latents)
+    except (ValueError, OSError) as e:
+        raise UsageError(str(e)) from None
+    model = args.model or ckpt.model
+    if not model:
+        raise UsageError(f"{args.latents} records no model; pass --model PATH_OR_ID")
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    log(f"stage: load VAE from {model}")
+    vae = load_vae(model, DTYPES[args.dtype] if args.dtype else None)
+    latents = ckpt.decode_input.latents
+    progress = _Progress(ckpt.frames or 0, enabled=not args.quiet)
+    log(f"stage: decode + write {tuple(latents.shape)} latents")
+    try:
+        report = decode_to_video(vae, latents, args.out, args.fps or ckpt.fps,
+                                 chunk_frames=args.chunk_frames, overlap_frames=args.overlap_frames,
+                                 tile_size=args.tile_size, tile_overlap=args.tile_overlap,
+                                 lossless=args.lossless, decode_kwargs=ckpt.decode_input.decode_kwargs,
+                                 progress=progress)
+    finally:
+        progress.close()
+    print(report.to_json() if args.json else str(report))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from . import __version__
+
+        print(f"vidmem {__version__}")
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="vidmem: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    handlers = {"render": _cmd_render, "decode": _cmd_decode}
+    try:
+        return handlers[args.command](args)
+    except UsageError as e:
+        print(f"vidmem: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vidmem: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the CLI's contract is one line, not a traceback
+        if os.environ.get("VIDMEM_DEBUG"):
+            raise
+        kind = "error" if isinstance(e, (ValueError, TypeError, OSError)) else type(e).__name__
+        print(f"vidmem: {kind}: {e}", file=sys.stderr)
+        return 2 if isinstance(e, (ValueError, TypeError, OSError)) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Any frame layout a diffusers pipeline produces -> uint8 ``(T, H, W, 3)`` for the encoder.
+
+Accepted layouts (anything else is refused with a message that says what was expected):
+
+==============================  =========================  ==================================
+input                           shape                      values
+==============================  =========================  ==================================
+uint8 numpy array / tensor      ``(T, H, W, 3)``,          0..255, used as is
+                                ``(H, W, 3)`` (one frame)
+float torch tensor (VAE output) ``(1, 3, T, H, W)``        [-1, 1], as ``vae.decode`` returns
+float numpy array               ``(T, H, W, 3)``,          [0, 1], as ``output_type="np"``
+                                ``(1, T, H, W, 3)``        returns (``.frames``)
+==============================  =========================  ==================================
+
+Floats are *rounded* to the nearest uint8 (``export_to_video`` truncates, which darkens every
+frame by half a level on average). Float torch tensors are converted on their own device, so a
+CUDA chunk crosses to the host as uint8: 4x fewer bytes than float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+LAYOUTS_HELP = ("expected uint8 (T, H, W, 3) or (H, W, 3); a float tensor (1, 3, T, H, W) in "
+                "[-1, 1] (the VAE's decode output); or float numpy (T, H, W, 3) / (1, T, H, W, 3) "
+                "in [0, 1] (output_type='np')")
+
+
+def _check_finite(x: Any) -> None:
+    finite = torch.isfinite(x).all().item() if isinstance(x, torch.Tensor) else np.isfinite(x).all()
+    if not finite:
+        raise ValueError("frames contain NaN or inf values; the decode produced invalid pixels "
+                         "(check the VAE's dtype: fp16 VAEs often overflow, try bf16 or fp32)")
+
+
+def _check_channels_last(shape: tuple[int, ...]) -> None:
+    if shape[-1] != 3:
+        raise ValueError(f"frames must have 3 (RGB) channels in the last axis, got shape "
+                         f"{shape}; {LAYOUTS_HELP}")
+
+
+def vae_pixels_to_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    """VAE decode output ``(1, 3, T, H, W)`` in [-1, 1] -> uint8 ``(T, H, W, 3)`` on its device.
+
+    Rounds to nearest; stays on the tensor's device so only uint8 bytes cross to the host.
+    """
+    u8 = ((pixels[0].float().clamp(-1, 1) + 1) * 127.5).round_().to(torch.uint8)
+    return u8.permute(1, 2, 3, 0).contiguous()
+
+
+def to_uint8_frames(frames: Any) -> np.ndarray:
+    """Convert ``frames`` (see the module docstring for layouts) to contiguous uint8 (T, H, W, 3)."""
+    if isinstance(frames, torch.Tensor):
+        x = frames.detach()
+        if x.dtype == torch.uint8:
+            if x.ndim == 3:
+                x = x.unsqueeze(0)
+            if x.ndim != 4:
+                raise ValueError(f"uint8 frames must be (T, H, W, 3) or (H, W, 3), got shape "
+                                 f"{tuple(x.shape)}")
+            _check_channels_last(tuple(x.shape))
+            return np.ascontiguousarray(x.cpu().numpy())
+        if not x.is_floating_point():
+            raise TypeError(f"frames of dtype {x.dtype} are not supported; {LAYOUTS_HELP}")
+        if x.ndim != 5:
+            raise ValueError(f"a float tensor must be the VAE's decode output (1, 3, T, H, W) in "
+                             f"[-1, 1], got shape {tuple(x.shape)}; {LAYOUTS_HELP}")
+        if x.shape[0] != 1:
+            raise ValueError(f"one video at a time: got a batch of {x.shape[0]} in "
+                             f"{tuple(x.shape)}; pass video[i:i+1]")
+        if x.shape[1] != 3:
+            raise ValueError(f"a float tensor must be (1, 3, T, H, W) with 3 channels in axis 1, "
+                             f"got shape {tuple(x.shape)}")
+        _check_finite(x)
+        return vae_pixels_to_uint8(x).cpu().numpy()
+
+    if isinstance(frames, np.ndarray):
+        x = frames
+        if x.dtype == np.uint8:
+            if x.ndim == 3:
+                x = x[None]
+            if x.ndim != 4:
+                raise ValueError(f"uint8 frames must be (T, H, W, 3) or (H, W, 3), got shape "
+                                 f"{x.shape}")
+            _check_channels_last(x.shape)
+            return np.ascontiguousarray(x)
+        if np.issubdtype(x.dtype, np.floating):
+            if x.ndim == 5:
+                if x.shape[0] != 1:
+                    raise ValueError(f"one video at a time: got a batch of {x.shape[0]} in "
+                                     f"{x.shape}; pass frames[i]")
+                x = x[0]
+            if x.ndim != 4:
+                raise ValueError(f"float numpy frames must be (T, H, W, 3) or (1, T, H, W, 3) in "
+                                 f"[0, 1], got shape {x.shape}")
+            _check_channels_last(x.shape)
+            _check_finite(x)
+            return np.ascontiguousarray(np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8))
+        raise TypeError(f"frames of dtype {x.dtype} are not supported; {LAYOUTS_HELP}")
+
+    raise TypeError(f"frames must be a numpy array or a torch tensor, got {type(frames).__name__}; "
+                    f"{LAYOUTS_HELP}")

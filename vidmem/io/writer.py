@@ -1,0 +1,380 @@
+"""A streaming, constant-memory, crash-safe MP4 writer (PyAV).
+
+Why not ``diffusers.utils.export_to_video``: it needs the whole clip as a list in RAM, truncates
+floats to uint8, and pipes through an ffmpeg subprocess. ``VideoWriter`` takes the clip a chunk at
+a time and keeps at most ``queue_size`` chunks in memory, whatever the clip's length.
+
+How a file is written:
+
+* Each ``write(chunk)`` is validated and converted to uint8 in the caller's thread, then queued
+  (the queue is bounded: when the encoder falls behind, ``write`` blocks - backpressure).
+* A background thread encodes each chunk with a fresh encoder (each chunk is a closed GOP that
+  starts with a keyframe), drains that encoder, and appends the packets to
+  ``<path>.partial.ts``, an MPEG transport stream flushed packet by packet. When a chunk has been
+  encoded, every one of its frames is on disk: if the process dies (even SIGKILL), the partial
+  file plays up to the last completed chunk.
+* ``close()`` remuxes the partial stream (no re-encode) into a normal MP4 with its index at the
+  front (``+faststart``: seekable, right duration and frame count, plays in browsers) at a temp
+  name, renames it onto ``path`` atomically and removes the partial. So ``path`` exists only when
+  complete; a failed or aborted writer never leaves a file at ``path``.
+
+A chunk is *completed* when the progress hook has been called for it (or ``frames_written``
+covers it): that is the crash-safety unit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import queue
+import threading
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable
+
+import av
+import numpy as np
+
+from .frames import to_uint8_frames
+
+log = logging.getLogger("vidmem")
+
+ProgressHook = Callable[[int, int], None]
+"""``progress(frames_written, bytes_written)``, called on the encoder thread after each chunk."""
+
+#: codec name -> encoder candidates, best first.
+CODECS: dict[str, tuple[str, ...]] = {
+    "h264": ("libx264", "h264"),
+    "h265": ("libx265", "hevc"),
+    "hevc": ("libx265", "hevc"),
+    "av1": ("libsvtav1", "libaom-av1", "librav1e", "av1"),
+}
+#: default quality per encoder (constant rate factor); documented in VideoWriter.
+DEFAULT_CRF = {"libx264": 18, "libx265": 22, "libsvtav1": 30, "libaom-av1": 30, "librav1e": 30}
+DEFAULT_PRESET = {"libx264": "fast", "libx265": "fast", "libsvtav1": "8"}
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v")
+
+#: NTSC rates people write as decimals, mapped to their exact rational value.
+_NTSC = {23.976: Fraction(24000, 1001), 29.97: Fraction(30000, 1001),
+         47.952: Fraction(48000, 1001), 59.94: Fraction(60000, 1001),
+         119.88: Fraction(120000, 1001)}
+
+
+def exact_fps(fps: float | int | Fraction | str) -> Fraction:
+    """fps as an exact fraction: 23.976 -> 24000/1001, 16 -> 16, "30000/1001" -> 30000/1001."""
+    try:
+        if isinstance(fps, str):
+            rate = Fraction(fps)
+        elif isinstance(fps, Fraction):
+            rate = fps
+        elif isinstance(fps, float):
+            if not math.isfinite(fps):
+                raise ValueError
+            rate = next((v for k, v in _NTSC.items() if abs(fps - k) < 5e-4), None) \
+                or Fraction(fps).limit_denominator(1001)
+        else:
+            rate = Fraction(int(fps))
+    except (ValueError, ZeroDivisionError, TypeError):
+        raise ValueError(f"fps must be a positive number, got {fps!r}") from None
+    if rate <= 0:
+        raise ValueError(f"fps must be positive, got {fps!r}")
+    return rate
+
+
+def available_encoders() -> dict[str, str]:
+    """Codec name -> the encoder this PyAV build would use for it (only those that exist)."""
+    found = {}
+    for name, candidates in CODECS.items():
+        for enc in candidates:
+            try:
+                av.Codec(enc, "w")
+            except Exception:  # noqa: BLE001 - PyAV raises several types for "no such codec"
+                continue
+            found[name] = enc
+            break
+    return found
+
+
+class WriterError(RuntimeError):
+    """Encoding or muxing failed on the writer's thread (the original error is ``__cause__``)."""
+
+
+class VideoWriter:
+    """Stream frames into an MP4 with bounded memory; see the module docstring for guarantees.
+
+    Parameters:
+        path: output ``.mp4`` (or ``.mov``/``.m4v``); its directory must exist.
+        fps: frames per second; fractional rates are kept exactly (23.976 -> 24000/1001).
+        codec: ``"h264"`` (default: libx264, yuv420p, plays everywhere), ``"h265"``, ``"av1"``
+            (whichever AV1 encoder the installed PyAV has).
+        crf: constant rate factor (lower = better); default 18 for H.264, 22 for H.265, 30 AV1.
+        preset: encoder speed preset (default ``"fast"`` for x264/x265).
+        lossless: write frames whose decoded RGB equals the input exactly (H.264 RGB,
+            ``libx264rgb`` with ``qp=0``); ignores ``codec``/``crf``.
+        queue_size: chunks that may wait for the encoder; ``write`` blocks beyond that.
+        progress: ``progress(frames_written, bytes_written)`` after each encoded chunk.
+        options: extra encoder options passed to FFmpeg (e.g. ``{"tune": "film"}``).
+
+    ``write(frames)`` accepts the layouts in :mod:`vidmem.io.frames`. yuv420p needs even sizes:
+    odd widths/heights are padded by one pixel, replicating the last column/row (the file is
+    then one pixel larger); lossless RGB needs no padding. All frames must share one size.
+
+    A chunk that fails validation raises ``ValueError``/``TypeError`` in the caller, nothing of
+    it is written, and the writer stays usable. An encoder failure raises :class:`WriterError`
+    at the next ``write``/``close``; the writer is then failed: ``close`` removes nothing but
+    creates no file at ``path`` (the partial file is kept for inspection).
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float | Fraction = 16, *, codec: str = "h264",
+                 crf: int | None = None, preset: str | None = None, lossless: bool = False,
+                 queue_size: int = 2, progress: ProgressHook | None = None,
+                 options: dict[str, str] | None = None):
+        self.path = Path(path)
+        self.rate = exact_fps(fps)
+        if self.path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise ValueError(f"output path {str(self.path)!r} must end in .mp4 (or .mov/.m4v)")
+        if not self.path.parent.is_dir():
+            raise FileNotFoundError(f"output directory {str(self.path.parent)!r} does not exist; "
+                                    f"create it first")
+        if self.path.is_dir():
+            raise IsADirectoryError(f"output path {str(self.path)!r} is a directory")
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be at least 1, got {queue_size}")
+        self.lossless = lossless
+        if lossless:
+            self.encoder, self.pix_fmt = "libx264rgb", "rgb24"
+            self.options = {"qp": "0", "preset": preset or "veryfast"}
+        else:
+            encoders = available_encoders()
+            key = codec.lower()
+            if key not in CODECS:
+                raise ValueError(f"unknown codec {codec!r}; available: {', '.join(sorted(encoders))}")
+            if key not in encoders:
+                raise ValueError(f"codec {codec!r} has no encoder in this PyAV build; available: "
+                                 f"{', '.join(sorted(encoders))}")
+            self.encoder, self.pix_fmt = encoders[key], "yuv420p"
+            self.options = {}
+            crf = DEFAULT_CRF.get(self.encoder) if crf is None else crf
+            if crf is not None:
+                self.options["crf"] = str(crf)
+            preset = DEFAULT_PRESET.get(self.encoder) if preset is None else preset
+            if preset is not None:
+                self.options["preset"] = str(preset)
+        self.options.update({k: str(v) for k, v in (options or {}).items()})
+        self.partial_path = self.path.with_name(self.path.name + ".partial.ts")
+        self._progress = progress
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=queue_size)
+        self._error: BaseException | None = None
+        self._size: tuple[int, int] | None = None  # (height, width) of the input frames
+        self._frames_queued = 0
+        self.frames_written = 0
+        self.bytes_written = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._encode_loop, name="vidmem-writer", daemon=True)
+        self._thread.start()
+
+    # --- caller side ----------------------------------------------------------------------
+    def write(self, frames: Any) -> None:
+        """Queue a chunk of frames (blocks while ``queue_size`` chunks are waiting)."""
+        if self._closed:
+            raise RuntimeError("write() on a closed VideoWriter")
+        self._raise_if_failed()
+        chunk = to_uint8_frames(frames)
+        if chunk.shape[0] == 0:
+            return
+        size = (int(chunk.shape[1]), int(chunk.shape[2]))
+        if self._size is None:
+            self._size = size
+        elif size != self._size:
+            raise ValueError(f"frame size changed mid-stream: {size[1]}x{size[0]} after "
+                             f"{self._size[1]}x{self._size[0]}; all frames of a video must match")
+        while True:
+            try:
+                self._queue.put(chunk, timeout=0.2)
+                break
+            except queue.Full:
+                self._raise_if_failed()
+        self._frames_queued += chunk.shape[0]
+
+    def close(self) -> Path:
+        """Finish encoding, write the final MP4 at ``path`` and return it."""
+        if self._closed:
+            return self.path
+        self._closed = True
+        self._stop_thread()
+        self._raise_if_failed()
+        if self._frames_queued == 0:
+            self._remove_partial()
+            raise ValueError(f"no frames were written; {str(self.path)!r} was not created")
+        try:
+            _remux_to_mp4(self.partial_path, self.path, self.rate)
+        except Exception as e:
+            raise WriterError(f"could not finalize {str(self.path)!r} from "
+                              f"{str(self.partial_path)!r}: {e}") from e
+        self._remove_partial()
+        return self.path
+
+    def abort(self) -> None:
+        """Stop without finishing: remove the partial file; ``path`` is not created."""
+        self._closed = True
+        self._stop_thread(drain=False)
+        self._remove_partial()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        elif not self._closed:
+            # The caller failed mid-clip: keep what was encoded for inspection, finalize nothing.
+            self._closed = True
+            self._stop_thread(drain=False)
+
+    # --- internals ------------------------------------------------------------------------
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise WriterError(f"video encoding failed: {self._error}") from self._error
+
+    def _stop_thread(self, drain: bool = True) -> None:
+        if not drain:
+            while True:  # drop pending chunks so the sentinel fits
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+        while self._thread.is_alive():
+            try:
+                self._queue.put(None, timeout=0.2)
+                break
+            except queue.Full:
+                if self._error is not None:
+                    break
+        self._thread.join()
+
+    def _remove_partial(self) -> None:
+        try:
+            self.partial_path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def _encode_loop(self) -> None:
+        container = None
+        try:
+            while True:
+                chunk = self._queue.get()
+                if chunk is None:
+                    break
+                if container is None:
+                    container, stream = self._open(chunk.shape[1], chunk.shape[2])
+                self._encode_chunk(container, stream, chunk)
+                self.frames_written += chunk.shape[0]
+                self.bytes_written = self.partial_path.stat().st_size
+                if self._progress is not None:
+                    self._progress(self.frames_written, self.bytes_written)
+        except BaseException as e:  # noqa: BLE001 - surfaced to the caller, never lost
+            self._error = e
+        finally:
+            if container is not None:
+                try:
+                    container.close()
+                except Exception as e:  # noqa: BLE001
+                    self._error = self._error or e
+            if self._error is not None:  # unblock a caller waiting on a full queue
+                while True:
+                    try:
+                        self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+
+    def _padded_size(self, height: int, width: int) -> tuple[int, int]:
+        if self.pix_fmt == "yuv420p":
+            return height + height % 2, width + width % 2
+        return height, width
+
+    def _open(self, height: int, width: int):
+        h, w = self._padded_size(height, width)
+        if (h, w) != (height, width):
+            log.warning("padding %dx%d frames to %dx%d for yuv420p (even sizes only)",
+                        width, height, w, h)
+        container = av.open(str(self.partial_path), "w", format="mpegts",
+                            options={"flush_packets": "1"})
+        stream = container.add_stream(self.encoder, rate=self.rate)
+        stream.width, stream.height, stream.pix_fmt = w, h, self.pix_fmt
+        stream.time_base = 1 / self.rate
+        self._stream_size = (h, w)
+        return container, stream
+
+    def _new_encoder(self) -> av.CodecContext:
+        cc = av.CodecContext.create(self.encoder, "w")
+        cc.height, cc.width = self._stream_size
+        cc.pix_fmt = self.pix_fmt
+        cc.time_base = 1 / self.rate
+        cc.framerate = self.rate
+        cc.options = dict(self.options)
+        cc.open()
+        return cc
+
+    def _encode_chunk(self, container, stream, chunk: np.ndarray) -> None:
+        h, w = self._stream_size
+        if chunk.shape[1:3] != (h, w):
+            chunk = np.pad(chunk, ((0, 0), (0, h - chunk.shape[1]), (0, w - chunk.shape[2]),
+                                   (0, 0)), mode="edge")
+        encoder = self._new_encoder()  # a fresh encoder: the chunk is a closed GOP, fully flushed
+        packets = []
+        for i, frame_array in enumerate(chunk):
+            frame = av.VideoFrame.from_ndarray(frame_array, format="rgb24")
+            frame.pts = self.frames_written + i
+            frame.time_base = 1 / self.rate
+            packets.extend(encoder.encode(frame))
+        packets.extend(encoder.encode(None))
+        for packet in packets:
+            packet.stream = stream
+            container.mux(packet)
+
+
+def _remux_to_mp4(source: Path, target: Path, rate: Fraction) -> None:
+    """Copy the partial transport stream's packets into a faststart MP4 (no re-encode), then
+    rename it onto ``target``.
+
+    Timestamps are rewritten in frame units (time base ``1/fps``): presentation times rebased to
+    start at 0, and decode times made one continuous sequence. Each chunk came from its own
+    encoder, so each restarted its own B-frame delay; a first pass over the packet headers (no
+    decoding; one integer per frame) finds the largest reorder delay for the whole clip.
+    """
+    def frame_pts(src) -> list[int]:
+        stream = src.streams.video[0]
+        pts, first = [], None
+        for packet in src.demux(stream):
+            if packet.pts is None:
+                continue  # the demuxer's end-of-stream marker
+            if first is None:  # the first packet is a keyframe: the smallest pts of its GOP
+                first = packet.pts
+            pts.append(round((packet.pts - first) * stream.time_base * rate))
+        return pts
+
+    with av.open(str(source)) as src:
+        pts = frame_pts(src)
+    delay = max((i - p for i, p in enumerate(pts)), default=0)
+    tmp = target.with_name(target.name + ".tmp" + target.suffix)
+    try:
+        with av.open(str(source)) as src, \
+                av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as dst:
+            in_stream = src.streams.video[0]
+            out_stream = dst.add_stream_from_template(in_stream, rate=rate)
+            out_stream.time_base = 1 / rate
+            index = 0
+            for packet in src.demux(in_stream):
+                if packet.pts is None:
+                    continue
+                packet.pts, packet.dts = pts[index], index - delay
+                packet.duration = 1
+                packet.time_base = 1 / rate
+                packet.stream = out_stream
+                dst.mux(packet)
+                index += 1
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
