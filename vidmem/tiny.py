@@ -90,7 +90,7 @@ def tiny_pipeline(family: str = "wan", seed: int = 0):
     transformer = WanTransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16,
         out_channels=16, text_dim=32, freq_dim=32, ffn_dim=32, num_layers=2,
-        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=1024,
     ).eval()
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
     pipe = WanPipeline(tokenizer=tiny_tokenizer(), text_encoder=text_encoder,

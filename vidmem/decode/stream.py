@@ -18,6 +18,7 @@ from typing import Callable, Iterator, Literal
 import torch
 
 from ..io.frames import vae_pixels_to_uint8
+from ..memory import release_host_memory
 from .blend import crossfade, tile_mask
 from .families import FamilyAdapter, adapter_for
 from .families.generic import GenericAdapter
@@ -254,18 +255,19 @@ def _stream(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan, output_ty
                 continue
             done += out.shape[2]
             if output_type == "uint8":
-                frames = vae_pixels_to_uint8(out)
-                if pinned:
-                    host = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True)
-                    host.copy_(frames, non_blocking=True)
+                chunk = vae_pixels_to_uint8(out)
+                if pinned:  # one uint8 copy through pinned memory, not a float32 pageable one
+                    host = torch.empty(chunk.shape, dtype=torch.uint8, pin_memory=True)
+                    host.copy_(chunk, non_blocking=True)
                     torch.cuda.current_stream(device).synchronize()
-                    frames = host
+                    chunk = host
                 else:
-                    frames = frames.cpu()
-                chunk = frames
+                    chunk = chunk.cpu()
             else:
                 chunk = adapter.from_canonical(out).cpu()
             del out
+            release_host_memory()
             if progress is not None:
                 progress(done, plan.frames)
             yield chunk
+            del chunk  # the consumer has it; do not keep it alive while decoding the next
