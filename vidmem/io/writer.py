@@ -96,6 +96,10 @@ def available_encoders() -> dict[str, str]:
     return found
 
 
+def key_is_av1(encoder: str) -> bool:
+    return encoder in CODECS["av1"]
+
+
 class WriterError(RuntimeError):
     """Encoding or muxing failed on the writer's thread (the original error is ``__cause__``)."""
 
@@ -162,7 +166,11 @@ class VideoWriter:
             if preset is not None:
                 self.options["preset"] = str(preset)
         self.options.update({k: str(v) for k, v in (options or {}).items()})
-        self.partial_path = self.path.with_name(self.path.name + ".partial.ts")
+        # The partial stream's container: MPEG-TS (written packet by packet, readable after a crash)
+        # for H.264/H.265; IVF, AV1's elementary container, for AV1 (TS does not carry it).
+        self._partial_format = "ivf" if key_is_av1(self.encoder) else "mpegts"
+        self.partial_path = self.path.with_name(
+            self.path.name + (".partial.ivf" if self._partial_format == "ivf" else ".partial.ts"))
         self._progress = progress
         self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=queue_size)
         self._error: BaseException | None = None
@@ -208,7 +216,7 @@ class VideoWriter:
             self._remove_partial()
             raise ValueError(f"no frames were written; {str(self.path)!r} was not created")
         try:
-            _remux_to_mp4(self.partial_path, self.path, self.rate)
+            _remux_to_mp4(self.partial_path, self.path, self.rate, self.encoder)
         except Exception as e:
             raise WriterError(f"could not finalize {str(self.path)!r} from "
                               f"{str(self.partial_path)!r}: {e}") from e
@@ -298,7 +306,7 @@ class VideoWriter:
         if (h, w) != (height, width):
             log.warning("padding %dx%d frames to %dx%d for yuv420p (even sizes only)",
                         width, height, w, h)
-        container = av.open(str(self.partial_path), "w", format="mpegts",
+        container = av.open(str(self.partial_path), "w", format=self._partial_format,
                             options={"flush_packets": "1"})
         stream = container.add_stream(self.encoder, rate=self.rate)
         stream.width, stream.height, stream.pix_fmt = w, h, self.pix_fmt
@@ -334,7 +342,7 @@ class VideoWriter:
             container.mux(packet)
 
 
-def _remux_to_mp4(source: Path, target: Path, rate: Fraction) -> None:
+def _remux_to_mp4(source: Path, target: Path, rate: Fraction, encoder_name: str) -> None:
     """Copy the partial transport stream's packets into a faststart MP4 (no re-encode), then
     rename it onto ``target``.
 
@@ -354,15 +362,24 @@ def _remux_to_mp4(source: Path, target: Path, rate: Fraction) -> None:
             pts.append(round((packet.pts - first) * stream.time_base * rate))
         return pts
 
-    with av.open(str(source)) as src:
+    # The format is named: a short transport stream (a few frames) is too small to be probed.
+    src_format = "ivf" if source.suffix == ".ivf" else "mpegts"
+    with av.open(str(source), format=src_format) as src:
         pts = frame_pts(src)
     delay = max((i - p for i, p in enumerate(pts)), default=0)
     tmp = target.with_name(target.name + ".tmp" + target.suffix)
     try:
-        with av.open(str(source)) as src, \
+        with av.open(str(source), format=src_format) as src, \
                 av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as dst:
             in_stream = src.streams.video[0]
-            out_stream = dst.add_stream_from_template(in_stream, rate=rate)
+            try:  # copies the codec parameters, extradata (SPS/PPS) included
+                out_stream = dst.add_stream_from_template(in_stream, rate=rate)
+            except Exception:  # noqa: BLE001 - e.g. AV1, whose decoder (dav1d) has no encoder twin
+                out_stream = dst.add_stream(encoder_name, rate=rate)
+                cc = out_stream.codec_context
+                cc.width, cc.height = in_stream.width, in_stream.height
+                cc.pix_fmt = in_stream.codec_context.pix_fmt
+                cc.extradata = in_stream.codec_context.extradata
             out_stream.time_base = 1 / rate
             index = 0
             for packet in src.demux(in_stream):

@@ -1,0 +1,265 @@
+"""VideoWriter: exact lossless round trip, quality, layouts, fps, errors, threading, crash safety."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from vidmem import VideoWriter, WriterError, available_encoders
+from vidmem.metrics import psnr
+from video_utils import read_video
+
+
+def smooth_clip(n=24, h=64, w=96, seed=0):
+    """Moving gradients: what a codec should reproduce well."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    t = np.arange(n, dtype=np.float32)[:, None, None]
+    r = 0.5 + 0.4 * np.sin(xx / 30 + t / 5)
+    g = 0.5 + 0.4 * np.cos(yy / 30 - t / 7)
+    b = 0.5 + 0.4 * np.sin((xx + yy) / 60 + t / 3 + seed)
+    return np.rint(np.stack([r, g, b], -1) * 255).astype(np.uint8)
+
+
+def write_chunks(path, frames, chunk=8, **kwargs):
+    with VideoWriter(path, kwargs.pop("fps", 16), **kwargs) as w:
+        for i in range(0, len(frames), chunk):
+            w.write(frames[i:i + chunk])
+    return w
+
+
+def test_lossless_round_trip_is_exact(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 256, (20, 48, 80, 3), dtype=np.uint8)
+    write_chunks(tmp_path / "x.mp4", frames, chunk=7, lossless=True)
+    got, rate = read_video(tmp_path / "x.mp4")
+    assert got.shape == frames.shape and rate == 16
+    assert np.array_equal(got, frames)
+
+
+def test_default_h264_quality_on_smooth_content(tmp_path):
+    frames = smooth_clip()
+    write_chunks(tmp_path / "x.mp4", frames)
+    got, _ = read_video(tmp_path / "x.mp4")
+    with av.open(str(tmp_path / "x.mp4")) as c:
+        cc = c.streams.video[0].codec_context
+        assert cc.name == "h264" and cc.pix_fmt == "yuv420p"
+    assert psnr(torch.from_numpy(got), torch.from_numpy(frames), 255.0) > 40
+
+
+def test_every_accepted_layout_gives_the_same_file_content(tmp_path):
+    u8 = smooth_clip(n=9)
+    as_float01 = u8.astype(np.float32) / 255.0
+    as_vae = torch.from_numpy(u8).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+    layouts = {
+        "uint8_numpy": u8,
+        "uint8_tensor": torch.from_numpy(u8),
+        "float01_numpy": as_float01,
+        "float01_numpy_batched": as_float01[None],
+        "vae_tensor": as_vae,
+    }
+    decoded = {}
+    for name, data in layouts.items():
+        with VideoWriter(tmp_path / f"{name}.mp4", 16, lossless=True) as w:
+            w.write(data)
+        decoded[name], _ = read_video(tmp_path / f"{name}.mp4")
+    # single frames (H, W, 3), one call each
+    with VideoWriter(tmp_path / "single.mp4", 16, lossless=True) as w:
+        for frame in u8:
+            w.write(frame)
+    decoded["single_frames"], _ = read_video(tmp_path / "single.mp4")
+    for name, got in decoded.items():
+        assert np.array_equal(got, u8), name
+
+
+def test_floats_are_rounded_not_truncated(tmp_path):
+    value = np.full((1, 16, 16, 3), 100.7 / 255, dtype=np.float32)
+    with VideoWriter(tmp_path / "x.mp4", 16, lossless=True) as w:
+        w.write(value)
+    got, _ = read_video(tmp_path / "x.mp4")
+    assert (got == 101).all()
+
+
+@pytest.mark.parametrize("fps, expected", [(16, Fraction(16)), (23.976, Fraction(24000, 1001)),
+                                           (Fraction(30000, 1001), Fraction(30000, 1001)),
+                                           (12.5, Fraction(25, 2))])
+def test_fps_is_kept_exactly(tmp_path, fps, expected):
+    frames = smooth_clip(n=10)
+    write_chunks(tmp_path / "x.mp4", frames, fps=fps)
+    with av.open(str(tmp_path / "x.mp4")) as c:
+        s = c.streams.video[0]
+        assert s.average_rate == expected
+        assert s.frames == 10
+        assert float(s.duration * s.time_base) == pytest.approx(10 / float(expected), abs=1e-3)
+
+
+def test_odd_sizes_are_padded_for_yuv420p_and_kept_for_lossless(tmp_path):
+    frames = smooth_clip(n=6, h=33, w=47)
+    write_chunks(tmp_path / "lossy.mp4", frames)
+    lossy, _ = read_video(tmp_path / "lossy.mp4")
+    assert lossy.shape == (6, 34, 48, 3)
+    write_chunks(tmp_path / "exact.mp4", frames, lossless=True)
+    exact, _ = read_video(tmp_path / "exact.mp4")
+    assert np.array_equal(exact, frames)
+
+
+@pytest.mark.parametrize("codec", sorted(set(available_encoders()) - {"h264"}))
+def test_other_codecs_round_trip(tmp_path, codec):
+    frames = smooth_clip(n=8, h=64, w=64)
+    write_chunks(tmp_path / "x.mp4", frames, codec=codec)
+    got, _ = read_video(tmp_path / "x.mp4")
+    assert got.shape == frames.shape
+    assert psnr(torch.from_numpy(got), torch.from_numpy(frames), 255.0) > 30
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: VideoWriter(p, 0), "fps must be positive"),
+    (lambda p: VideoWriter(p, -3), "fps must be positive"),
+    (lambda p: VideoWriter(p.parent / "nope" / "x.mp4", 16), "does not exist"),
+    (lambda p: VideoWriter(p, 16, codec="prores9000"), "unknown codec 'prores9000'; available: "),
+    (lambda p: VideoWriter(p.with_suffix(".gif"), 16), "must end in .mp4"),
+])
+def test_construction_errors(tmp_path, make, message):
+    with pytest.raises((ValueError, OSError), match=message):
+        make(tmp_path / "x.mp4")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((16, 16), np.uint8), "must be \\(T, H, W, 3\\)"),
+    (np.zeros((2, 16, 16, 4), np.uint8), "3 \\(RGB\\) channels"),
+    (np.full((2, 16, 16, 3), np.nan, np.float32), "NaN or inf"),
+    (torch.full((1, 3, 2, 16, 16), float("inf")), "NaN or inf"),
+    (torch.zeros(2, 16, 16, 3), "VAE's decode output"),
+    (torch.zeros(2, 3, 2, 16, 16), "one video at a time"),
+    (np.zeros((2, 16, 16, 3), np.int32), "not supported"),
+    ([1, 2, 3], "numpy array or a torch tensor"),
+])
+def test_bad_chunks_are_refused_before_anything_is_written(tmp_path, bad, message):
+    with VideoWriter(tmp_path / "x.mp4", 16) as w:
+        with pytest.raises((ValueError, TypeError), match=message):
+            w.write(bad)
+        assert w.frames_written == 0
+        w.write(np.zeros((2, 16, 16, 3), np.uint8))  # still usable
+    got, _ = read_video(tmp_path / "x.mp4")
+    assert len(got) == 2
+
+
+def test_frame_size_change_mid_stream_is_refused(tmp_path):
+    with VideoWriter(tmp_path / "x.mp4", 16) as w:
+        w.write(np.zeros((2, 16, 16, 3), np.uint8))
+        with pytest.raises(ValueError, match="frame size changed mid-stream: 32x16 after 16x16"):
+            w.write(np.zeros((2, 16, 32, 3), np.uint8))
+
+
+def test_encoder_thread_exception_reaches_the_caller(tmp_path, monkeypatch):
+    def boom(self, *args):
+        raise RuntimeError("encoder exploded")
+
+    monkeypatch.setattr(VideoWriter, "_encode_chunk", boom)
+    w = VideoWriter(tmp_path / "x.mp4", 16)
+    w.write(np.zeros((2, 16, 16, 3), np.uint8))
+    with pytest.raises(WriterError, match="encoder exploded") as info:
+        for _ in range(10):  # the failure surfaces at the next write or at close
+            w.write(np.zeros((2, 16, 16, 3), np.uint8))
+            time.sleep(0.05)
+        w.close()
+    assert isinstance(info.value.__cause__, RuntimeError)
+    with pytest.raises(WriterError):
+        w.close()
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_backpressure_bounds_the_queue(tmp_path, monkeypatch):
+    original = VideoWriter._encode_chunk
+    gate = threading.Event()
+    max_seen = []
+
+    def slow(self, container, stream, chunk):
+        gate.wait(0.3)
+        max_seen.append(self._queue.qsize())
+        original(self, container, stream, chunk)
+
+    monkeypatch.setattr(VideoWriter, "_encode_chunk", slow)
+    frames = smooth_clip(n=24, h=16, w=16)
+    with VideoWriter(tmp_path / "x.mp4", 16, queue_size=2) as w:
+        for i in range(0, 24, 2):
+            w.write(frames[i:i + 2])
+            assert w._queue.qsize() <= 2
+    assert max(max_seen) <= 2
+    assert len(read_video(tmp_path / "x.mp4")[0]) == 24
+
+
+def test_progress_hook_reports_frames_and_bytes(tmp_path):
+    calls = []
+    write_chunks(tmp_path / "x.mp4", smooth_clip(n=20), chunk=8,
+                 progress=lambda n, b: calls.append((n, b)))
+    assert [n for n, _ in calls] == [8, 16, 20]
+    assert all(b > 0 for _, b in calls) and calls[-1][1] >= calls[0][1]
+
+
+def test_abort_and_caller_failure_leave_no_file_at_the_final_path(tmp_path):
+    w = VideoWriter(tmp_path / "a.mp4", 16)
+    w.write(smooth_clip(n=4))
+    w.abort()
+    assert not (tmp_path / "a.mp4").exists() and not w.partial_path.exists()
+
+    encoded = threading.Event()
+    with pytest.raises(KeyError):
+        with VideoWriter(tmp_path / "b.mp4", 16, progress=lambda n, b: encoded.set()) as w:
+            w.write(smooth_clip(n=4))
+            assert encoded.wait(30)
+            raise KeyError("decode failed")
+    assert not (tmp_path / "b.mp4").exists()
+    # what was completed is kept, under a name that says it is partial
+    assert w.partial_path.exists() and ".partial" in w.partial_path.name
+
+
+def test_no_frames_is_an_error_not_an_empty_file(tmp_path):
+    w = VideoWriter(tmp_path / "x.mp4", 16)
+    with pytest.raises(ValueError, match="no frames were written"):
+        w.close()
+    assert not (tmp_path / "x.mp4").exists()
+
+
+CRASH_CHILD = textwrap.dedent("""
+    import sys, time, numpy as np
+    from vidmem import VideoWriter
+    out, chunks, h, w = sys.argv[1], int(sys.argv[2]), 48, 64
+    done = []
+    writer = VideoWriter(out, 16, progress=lambda n, b: done.append(n))
+    for k in range(100):
+        frames = np.full((8, h, w, 3), (k * 23) % 256, np.uint8)
+        frames[:, :, : (k % w)] = 255
+        writer.write(frames)
+        while len(done) <= k:  # wait until this chunk is completed (encoded and on disk)
+            time.sleep(0.01)
+        if k + 1 == chunks:
+            print("ready", flush=True)
+            time.sleep(60)  # killed here, mid-clip
+""")
+
+
+def test_sigkill_mid_clip_leaves_a_playable_partial_file(tmp_path):
+    out = tmp_path / "clip.mp4"
+    proc = subprocess.Popen([sys.executable, "-c", CRASH_CHILD, str(out), "3"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not out.exists()  # the final name never exists for an incomplete clip
+    partial = out.with_name(out.name + ".partial.ts")
+    frames, _ = read_video(partial)
+    assert len(frames) >= 3 * 8  # every completed chunk decodes
+    assert (frames[16].astype(int) - 46).__abs__().mean() < 40  # chunk 2's content, not garbage
