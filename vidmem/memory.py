@@ -57,29 +57,31 @@ def format_bytes(n: int | float) -> str:
     raise AssertionError("unreachable")
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident set size (``VmHWM``; ``ru_maxrss`` where /proc is absent)."""
+def _proc_status_bytes(field: str) -> int | None:
+    """A ``kB`` field of ``/proc/self/status`` in bytes, or ``None`` where /proc is absent."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (``VmHWM``; ``ru_maxrss`` where /proc is absent)."""
+    peak = _proc_status_bytes("VmHWM")
+    if peak is not None:
+        return peak
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss if sys.platform == "darwin" else rss * 1024
 
 
 def current_rss_bytes() -> int:
     """This process's current resident set size (``VmRSS``)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return peak_rss_bytes()
+    current = _proc_status_bytes("VmRSS")
+    return current if current is not None else peak_rss_bytes()
 
 
 _libc: Any = None

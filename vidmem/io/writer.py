@@ -36,6 +36,7 @@ from typing import Any, Callable
 import av
 import numpy as np
 
+from ..memory import release_host_memory
 from .frames import to_uint8_frames
 
 log = logging.getLogger("vidmem")
@@ -278,6 +279,8 @@ class VideoWriter:
                     container, stream = self._open(chunk.shape[1], chunk.shape[2])
                 self._encode_chunk(container, stream, chunk)
                 self.frames_written += chunk.shape[0]
+                del chunk
+                release_host_memory()  # the encoder's per-chunk buffers, back to the OS
                 self.bytes_written = self.partial_path.stat().st_size
                 if self._progress is not None:
                     self._progress(self.frames_written, self.bytes_written)

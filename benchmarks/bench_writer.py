@@ -1,0 +1,125 @@
+"""Writing frames to MP4: vidmem ``VideoWriter`` vs ``diffusers.utils.export_to_video`` vs
+imageio's streaming writer, in one run, each case in a fresh subprocess (peak RSS from VmHWM).
+
+Frames are produced the way each user would have them: a diffusers user holds the whole clip as
+float frames in [0, 1] (``output_type="np"``) and passes the list to ``export_to_video``; a
+streaming user generates chunks of 16 frames and hands each to the writer. Content is smooth
+moving gradients (what generated video looks like to an encoder).
+
+    python -m benchmarks.bench_writer [--quick] [--frames 150 600] [--height 480 --width 832]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CASES = ("vidmem", "export_to_video", "imageio_stream")
+CHUNK = 16
+
+
+def make_chunk(start: int, n: int, height: int, width: int) -> np.ndarray:
+    """Float frames in [0, 1], (n, H, W, 3): moving gradients."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    t = np.arange(start, start + n, dtype=np.float32)[:, None, None]
+    r = 0.5 + 0.4 * np.sin(xx / 60 + t / 9)
+    g = 0.5 + 0.4 * np.cos(yy / 45 - t / 11)
+    b = 0.5 + 0.4 * np.sin((xx + yy) / 90 + t / 7)
+    return np.stack([r, g, b], -1)
+
+
+def run_case(case: str, frames: int, height: int, width: int, out: Path) -> dict:
+    from vidmem import peak_rss_bytes
+
+    t0 = time.perf_counter()
+    if case == "vidmem":
+        from vidmem import VideoWriter
+
+        with VideoWriter(out, 16) as w:
+            for s in range(0, frames, CHUNK):
+                w.write(make_chunk(s, min(CHUNK, frames - s), height, width))
+    elif case == "export_to_video":
+        from diffusers.utils import export_to_video
+
+        video = [f for s in range(0, frames, CHUNK)
+                 for f in make_chunk(s, min(CHUNK, frames - s), height, width)]
+        export_to_video(video, str(out), fps=16)
+    elif case == "imageio_stream":
+        import imageio
+
+        with imageio.get_writer(str(out), fps=16, codec="libx264", quality=None,
+                                output_params=["-crf", "18", "-preset", "fast"],
+                                macro_block_size=1) as w:
+            for s in range(0, frames, CHUNK):
+                for f in make_chunk(s, min(CHUNK, frames - s), height, width):
+                    w.append_data(np.rint(f * 255).astype(np.uint8))
+    else:
+        raise ValueError(case)
+    seconds = time.perf_counter() - t0
+    return {"case": case, "frames": frames, "seconds": seconds, "peak_rss": peak_rss_bytes(),
+            "file_bytes": out.stat().st_size}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--frames", type=int, nargs="+", default=[150, 600])
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--width", type=int, default=832)
+    p.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, default=RESULTS / "writer.json")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.frames, args.height, args.width = [30, 120], 240, 416
+    if args.case:
+        with tempfile.TemporaryDirectory() as d:
+            print(json.dumps(run_case(args.case, args.frames[0], args.height, args.width,
+                                      Path(d) / "out.mp4")))
+        return {}
+    rows = []
+    for frames in args.frames:
+        for case in CASES:
+            cmd = [sys.executable, "-m", "benchmarks.bench_writer", "--case", case, "--frames",
+                   str(frames), "--height", str(args.height), "--width", str(args.width)]
+            proc = subprocess.run(cmd, capture_output=True, text=True,
+                                  cwd=Path(__file__).resolve().parent.parent)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{case} failed:\n{proc.stderr}")
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            r = rows[-1]
+            print(f"  {case:16s} {frames:4d} frames: {r['seconds']:6.2f} s, peak RSS "
+                  f"{r['peak_rss'] / 2**20:7.1f} MiB", file=sys.stderr)
+    by = {(r["case"], r["frames"]): r for r in rows}
+    lo, hi = args.frames[0], args.frames[-1]
+    ratios = {
+        "rss_vidmem_over_export": {f: by[("vidmem", f)]["peak_rss"] / by[("export_to_video", f)]["peak_rss"]
+                                   for f in args.frames},
+        "time_vidmem_over_export": {f: by[("vidmem", f)]["seconds"] / by[("export_to_video", f)]["seconds"]
+                                    for f in args.frames},
+        "rss_growth_mib": {c: (by[(c, hi)]["peak_rss"] - by[(c, lo)]["peak_rss"]) / 2**20 for c in CASES},
+    }
+    result = {"config": {"frames": args.frames, "height": args.height, "width": args.width,
+                         "chunk": CHUNK},
+              "rows": rows, "ratios": ratios}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"\n### Writer: {args.width}x{args.height}, chunks of {CHUNK}\n")
+    print("| case | frames | wall s | peak RSS MiB | file KiB |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['case']} | {r['frames']} | {r['seconds']:.2f} | {r['peak_rss'] / 2**20:.1f} "
+              f"| {r['file_bytes'] / 1024:.0f} |")
+    print("\nratios:", json.dumps(ratios, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
