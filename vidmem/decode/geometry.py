@@ -153,7 +153,8 @@ class Window:
 
 
 def plan_windows(latent_frames: int, time_map: TimeMap, chunk_latents: int,
-                 context_latents: int, carries_cache: bool = False) -> list[Window]:
+                 context_latents: int, carries_cache: bool = False,
+                 spans: list[Span] | None = None) -> list[Window]:
     """Temporal windows of ``chunk_latents`` new latents, each preceded by ``context_latents``
     latents of context that the next window re-decodes (for warm-up discard or cross-fade).
 
@@ -161,11 +162,13 @@ def plan_windows(latent_frames: int, time_map: TimeMap, chunk_latents: int,
     at latent ``s`` yields exactly the full decode's frames from ``pixel_start(s)``); the windows
     are then disjoint, since the cache *is* the context. Otherwise every window starts the decoder
     afresh, and a causal decoder gives its first latent a single frame (see ``window_offset``).
+    ``spans`` overrides the even split into new-latent spans (for decoders that must be fed whole
+    frame batches, e.g. CogVideoX).
     """
     if chunk_latents < 1:
         raise ValueError("a temporal chunk must hold at least one latent frame")
     windows = []
-    for span in split_even(latent_frames, chunk_latents):
+    for span in spans if spans is not None else split_even(latent_frames, chunk_latents):
         if carries_cache and context_latents:
             raise ValueError("cache-carrying decodes need no temporal context")
         first = max(0, span.start - context_latents)

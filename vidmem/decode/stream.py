@@ -163,8 +163,9 @@ def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: in
         if tile_latent >= max(h_lat, w_lat):
             tile_latent, overlap_latent = None, 0  # one tile covers the frame: no tiling needed
     tiles = plan_tiles(h_lat, w_lat, sf, tile_latent, overlap_latent)
-    windows = plan_windows(t_lat, tm, chunk_latents, context,
-                           carries_cache=adapter.streaming == "cache")
+    cache = adapter.streaming == "cache"
+    windows = plan_windows(t_lat, tm, chunk_latents, context, carries_cache=cache,
+                           spans=adapter.chunk_spans(t_lat, chunk_latents) if cache else None)
     return DecodePlan(adapter.name, adapter.streaming, tuple(latents.shape), tm.pixel_frames(t_lat),
                       height, width, chunk_latents, context, blend, tile_latent, overlap_latent,
                       windows, tiles)

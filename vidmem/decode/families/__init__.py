@@ -10,6 +10,7 @@ import logging
 import torch
 
 from .base import FamilyAdapter
+from .cogvideox import CogVideoXAdapter
 from .generic import GenericAdapter
 from .image import ImageVAEAdapter
 from .wan import WanAdapter
@@ -17,7 +18,7 @@ from .wan import WanAdapter
 log = logging.getLogger("vidmem")
 
 #: Adapters tried in order; the generic fallback is not listed (it is the last resort).
-ADAPTERS: list[type[FamilyAdapter]] = [WanAdapter, ImageVAEAdapter]
+ADAPTERS: list[type[FamilyAdapter]] = [WanAdapter, CogVideoXAdapter, ImageVAEAdapter]
 
 _warned_generic: set[str] = set()
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from ..geometry import TimeMap
+from ..geometry import Span, TimeMap, split_even
 
 Streaming = Literal["cache", "window"]
 
@@ -74,6 +74,11 @@ class FamilyAdapter:
 
     #: index of the time axis in the native decode output (for concatenating ``"pt"`` chunks).
     native_time_axis: ClassVar[int] = 2
+
+    def chunk_spans(self, latent_frames: int, chunk_latents: int) -> list[Span]:
+        """How the clip's latent frames are cut into chunks (even chunks unless the decoder must
+        be fed particular frame batches to reproduce its full decode)."""
+        return split_even(latent_frames, chunk_latents)
 
     # --- decoding -------------------------------------------------------------------------
     def new_state(self) -> Any:
