@@ -217,10 +217,11 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames:
     adapter = adapter_for(vae, decode_kwargs)
     plan = plan_decode(vae, latents, chunk_frames=chunk_frames, overlap_frames=overlap_frames,
                        tile_size=tile_size, tile_overlap=tile_overlap, adapter=adapter)
-    if output_type == "uint8" and plan.latent_shape[0] != 1 and latents.ndim == 5:
+    z = adapter.to_canonical(latents)
+    if output_type == "uint8" and z.shape[0] != 1:
         raise ValueError(f"uint8 output decodes one video at a time; got a batch of "
-                         f"{plan.latent_shape[0]} (pass latents[i:i+1] or output_type='pt')")
-    return _stream(adapter, adapter.to_canonical(latents), plan, output_type, progress)
+                         f"{z.shape[0]} (pass one video's latents or output_type='pt')")
+    return _stream(adapter, z, plan, output_type, progress)
 
 
 def _stream(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan, output_type: OutputType,

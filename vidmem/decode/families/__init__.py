@@ -13,12 +13,14 @@ from .base import FamilyAdapter
 from .cogvideox import CogVideoXAdapter
 from .generic import GenericAdapter
 from .image import ImageVAEAdapter
+from .svd import SVDTemporalAdapter
 from .wan import WanAdapter
 
 log = logging.getLogger("vidmem")
 
 #: Adapters tried in order; the generic fallback is not listed (it is the last resort).
-ADAPTERS: list[type[FamilyAdapter]] = [WanAdapter, CogVideoXAdapter, ImageVAEAdapter]
+ADAPTERS: list[type[FamilyAdapter]] = [WanAdapter, CogVideoXAdapter, SVDTemporalAdapter,
+                                       ImageVAEAdapter]
 
 _warned_generic: set[str] = set()
 
