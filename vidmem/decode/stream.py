@@ -128,15 +128,19 @@ def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: in
 
     chunk_latents = max(1, (chunk_frames or DEFAULT_CHUNK_FRAMES) // tm.factor)
     if adapter.streaming == "window":
-        if overlap_frames is None:
-            context = adapter.default_context_latents
-        else:
-            context = -(-overlap_frames // tm.factor)  # round up: at least the asked-for overlap
         if chunk_frames is not None and overlap_frames is not None and overlap_frames >= chunk_frames:
             raise ValueError(f"overlap_frames ({overlap_frames}) must be smaller than chunk_frames "
                              f"({chunk_frames})")
-        # The cross-fade must lie inside the re-decoded context, after its causal image frame.
-        context_pixels = tm.factor * context - (1 if tm.causal_first_frame else 0)
+        # A fresh causal window gives its first latent a single (image) frame, so c latents of
+        # context yield factor*(c-1)+1 frames before the new ones; plain decoders yield factor*c.
+        if overlap_frames is None:
+            context = adapter.default_context_latents
+        elif tm.causal_first_frame:
+            context = 1 + -(-max(overlap_frames - 1, 0) // tm.factor) if overlap_frames else 0
+        else:
+            context = -(-overlap_frames // tm.factor)  # round up: at least the asked-for overlap
+        # The cross-fade lies inside the re-decoded context, after the causal image frame.
+        context_pixels = tm.factor * (context - 1) if tm.causal_first_frame else tm.factor * context
         blend = min(adapter.default_blend_frames, max(0, context_pixels))
     else:
         context, blend = 0, 0

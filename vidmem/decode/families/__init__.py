@@ -12,15 +12,17 @@ import torch
 from .base import FamilyAdapter
 from .cogvideox import CogVideoXAdapter
 from .generic import GenericAdapter
+from .hunyuan import HunyuanVideoAdapter
 from .image import ImageVAEAdapter
+from .ltx import LTXVideoAdapter
 from .svd import SVDTemporalAdapter
 from .wan import WanAdapter
 
 log = logging.getLogger("vidmem")
 
 #: Adapters tried in order; the generic fallback is not listed (it is the last resort).
-ADAPTERS: list[type[FamilyAdapter]] = [WanAdapter, CogVideoXAdapter, SVDTemporalAdapter,
-                                       ImageVAEAdapter]
+ADAPTERS: list[type[FamilyAdapter]] = [WanAdapter, CogVideoXAdapter, HunyuanVideoAdapter,
+                                       LTXVideoAdapter, SVDTemporalAdapter, ImageVAEAdapter]
 
 _warned_generic: set[str] = set()
 
