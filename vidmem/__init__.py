@@ -12,12 +12,17 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .decode import DecodePlan, decode_latents, plan_decode, register_adapter, supported_vaes
 from .io import VideoWriter, WriterError, available_encoders, to_uint8_frames
 from .memory import format_bytes, parse_bytes, peak_rss_bytes
+from .offload import AppliedPlan, OffloadPlan, apply_plan, plan_offload
 from .render import DecodeFailed, RenderReport, decode_to_video, render
 from .tiny import tiny_pipeline
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AppliedPlan",
+    "OffloadPlan",
+    "apply_plan",
+    "plan_offload",
     "DecodeFailed",
     "DecodePlan",
     "RenderReport",

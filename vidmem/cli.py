@@ -107,12 +107,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lossless", action="store_true",
                    help="write frames exactly (libx264rgb qp 0); default H.264 yuv420p")
     r.add_argument("--out", required=True, help="output .mp4 path")
+    r.add_argument("--budget", default=None,
+                   help="accelerator memory budget, e.g. 8GiB, 6GB, 500MiB: components are kept "
+                        "resident, moved in per stage, or streamed in blocks to fit it")
     r.add_argument("--keep-latents", action="store_true",
                    help="keep OUT.latents.safetensors after a successful render (it is always "
                         "kept when decoding fails)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.add_argument("--json", action="store_true", help="print the final report as JSON")
     _add_decode_options(r)
+
+    pl = sub.add_parser("plan", help="print the offload plan for a budget, running nothing",
+                        description="Show which components stay on the accelerator, move in per "
+                                    "stage, or stream in blocks under a memory budget.",
+                        epilog="examples:\n  vidmem plan --budget 8GiB --device cuda\n"
+                               "  vidmem plan --budget 500KiB --device cuda --json\n",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    pl.add_argument("--budget", required=True, help="e.g. 8GiB, 6GB, 500MiB, or bytes")
+    pl.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    pl.add_argument("--reserve", default=None, help="working memory kept free (default: 1 GiB + "
+                                                    "10%% of the budget)")
+    pl.add_argument("--json", action="store_true")
 
     d = sub.add_parser("decode", help="decode a latent checkpoint to an MP4",
                        description="Decode a latent checkpoint (written by `vidmem render` next "
@@ -152,6 +167,17 @@ def _check_render_args(args: argparse.Namespace) -> None:
         check_output_path(args.out)
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from None
+    if args.budget is not None:
+        _parse_budget(args.budget)
+
+
+def _parse_budget(text: str) -> int:
+    from .memory import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as e:
+        raise UsageError(f"--budget: {e}") from None
 
 
 class _Progress:
@@ -190,6 +216,12 @@ def _cmd_render(args: argparse.Namespace) -> int:
     pipe = tiny_pipeline("wan", seed=0)
     pipe.set_progress_bar_config(disable=args.quiet, desc="denoise")
     log(f"stage: denoise ({args.steps} steps), then decode + write {args.num_frames} frames")
+    offload = None
+    if args.budget is not None:
+        from .offload import plan_offload
+
+        offload = plan_offload(pipe, _parse_budget(args.budget))
+        log(str(offload))
     progress = _Progress(args.num_frames, enabled=not args.quiet)
     kwargs: dict[str, Any] = dict(prompt=args.prompt, num_frames=args.num_frames,
                                   height=args.height, width=args.width,
@@ -203,10 +235,26 @@ def _cmd_render(args: argparse.Namespace) -> int:
         report = render(pipe, args.out, fps=args.fps, chunk_frames=args.chunk_frames,
                         overlap_frames=args.overlap_frames, tile_size=args.tile_size,
                         tile_overlap=args.tile_overlap, lossless=args.lossless,
-                        progress=progress, keep_latents=args.keep_latents, **kwargs)
+                        progress=progress, keep_latents=args.keep_latents, offload=offload,
+                        **kwargs)
     finally:
         progress.close()
     print(report.to_json() if args.json else str(report))
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from .memory import parse_bytes
+    from .offload import plan_offload
+    from .tiny import tiny_pipeline
+
+    budget = _parse_budget(args.budget)
+    try:
+        reserve = parse_bytes(args.reserve) if args.reserve is not None else None
+    except ValueError as e:
+        raise UsageError(f"--reserve: {e}") from None
+    plan = plan_offload(tiny_pipeline("wan", seed=0), budget, device=args.device, reserve=reserve)
+    print(plan.to_json() if args.json else str(plan))
     return 0
 
 
@@ -254,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING, format="vidmem: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    handlers = {"render": _cmd_render, "decode": _cmd_decode}
+    handlers = {"render": _cmd_render, "decode": _cmd_decode, "plan": _cmd_plan}
     try:
         return handlers[args.command](args)
     except UsageError as e:

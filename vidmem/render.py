@@ -136,7 +136,8 @@ def render(pipe: Any, out_path: str | Path, *, fps: float = 16, chunk_frames: in
            overlap_frames: int | None = None, tile_size: int | None = None,
            tile_overlap: int | None = None, lossless: bool = False,
            progress: ProgressFn | None = None, checkpoint: bool = True,
-           keep_latents: bool = False, **pipeline_kwargs: Any) -> RenderReport:
+           keep_latents: bool = False, offload: Any = None,
+           **pipeline_kwargs: Any) -> RenderReport:
     """Run ``pipe(**pipeline_kwargs)`` and stream its video into the MP4 ``out_path``.
 
     The pipeline runs with ``output_type="latent"``; its latents are denormalized exactly as the
@@ -150,6 +151,10 @@ def render(pipe: Any, out_path: str | Path, *, fps: float = 16, chunk_frames: in
     ``keep_latents``, and kept if the decode or write fails, in which case :class:`DecodeFailed`
     says the ``vidmem decode`` command that resumes.
 
+    ``offload``: an :class:`~vidmem.offload.OffloadPlan` (from :func:`vidmem.plan_offload`) to
+    install for this render, or an already applied one; before the decode everything but the VAE
+    leaves the device.
+
     Returns a :class:`RenderReport` (frames, seconds per stage, peak memory).
     """
     rule = rule_for(pipe)  # unsupported pipeline: fail before denoising
@@ -158,6 +163,14 @@ def render(pipe: Any, out_path: str | Path, *, fps: float = 16, chunk_frames: in
         raise ValueError(f"fps must be positive, got {fps!r}")
     if "output_type" in pipeline_kwargs:
         raise ValueError("render() sets output_type itself; do not pass it")
+    applied = None
+    if offload is not None:
+        from .offload import AppliedPlan, OffloadPlan
+
+        applied = offload.apply(pipe) if isinstance(offload, OffloadPlan) else offload
+        if not isinstance(applied, AppliedPlan):
+            raise TypeError(f"offload must be an OffloadPlan or AppliedPlan, got "
+                            f"{type(offload).__name__}")
     t0 = time.perf_counter()
     result = pipe(output_type="latent", **pipeline_kwargs)
     latents = result.frames if hasattr(result, "frames") else result[0]
@@ -172,6 +185,8 @@ def render(pipe: Any, out_path: str | Path, *, fps: float = 16, chunk_frames: in
         ckpt = save_checkpoint(checkpoint_path_for(out), vae_input, model=model_id_of(pipe),
                                family=rule.family, fps=fps,
                                frames=pipeline_kwargs.get("num_frames"))
+    if applied is not None:
+        applied.prepare_for_decode()
     t2 = time.perf_counter()
     try:
         report = decode_to_video(pipe.vae, vae_input.latents, out, fps, chunk_frames=chunk_frames,

@@ -89,7 +89,7 @@ def tiny_pipeline(family: str = "wan", seed: int = 0):
     torch.manual_seed(seed + 2)
     transformer = WanTransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16,
-        out_channels=16, text_dim=32, freq_dim=32, ffn_dim=32, num_layers=2,
+        out_channels=16, text_dim=32, freq_dim=32, ffn_dim=32, num_layers=6,
         cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=1024,
     ).eval()
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)

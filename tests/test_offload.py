@@ -1,0 +1,128 @@
+"""Offload planning (pure arithmetic, testable without CUDA) and the hook sequencing (simulated)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import vidmem
+from vidmem.offload import module_bytes, plan_offload
+from vidmem.offload import apply as apply_module
+
+CALL = dict(prompt="a cat", num_frames=9, height=32, width=48, num_inference_steps=2)
+
+
+@pytest.fixture()
+def pipe():
+    p = vidmem.tiny_pipeline("wan", seed=0)
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+def sizes(pipe):
+    return {n: module_bytes(getattr(pipe, n)) for n in ("text_encoder", "transformer", "vae")}
+
+
+def strategies(plan):
+    return {c.name: c.strategy for c in plan.components}
+
+
+def test_budget_above_total_keeps_everything_resident(pipe):
+    s = sizes(pipe)
+    plan = plan_offload(pipe, sum(s.values()) + 1024, device="cuda", reserve=1)
+    assert strategies(plan) == dict.fromkeys(s, "resident")
+    assert [c.name for c in plan.components] == ["text_encoder", "transformer", "vae"]
+    assert {c.name: c.bytes for c in plan.components} == s
+
+
+def test_budget_between_largest_and_total_moves_models_per_stage(pipe):
+    s = sizes(pipe)
+    assert s["transformer"] == max(s.values())
+    plan = plan_offload(pipe, s["transformer"] + s["text_encoder"] + 100, device="cuda", reserve=1)
+    got = strategies(plan)
+    assert set(got.values()) <= {"resident", "model"} and "model" in got.values()
+    assert got["transformer"] == "model"
+    assert plan.predicted_peak_bytes <= plan.budget_bytes
+
+
+def test_budget_below_largest_streams_its_blocks(pipe):
+    s = sizes(pipe)
+    plan = plan_offload(pipe, s["transformer"] - 1000, device="cuda", reserve=1)
+    t = plan.component("transformer")
+    assert t.strategy == "blocks" and t.blocks == 6 and 1 <= t.blocks_per_group <= 6
+    assert plan.component("vae").strategy == "model"  # VAEs are never block-streamed
+    assert plan.predicted_peak_bytes <= plan.budget_bytes
+
+
+def test_too_small_budget_names_the_smallest_that_works(pipe):
+    with pytest.raises(ValueError, match="smallest budget that would work is 276.58 KiB"):
+        plan_offload(pipe, "100KiB", device="cuda", reserve=1)
+    # and that budget does work
+    plan_offload(pipe, int(276.58 * 1024) + 16, device="cuda", reserve=1)
+
+
+def test_budget_strings_and_json(pipe):
+    plan = plan_offload(pipe, "6GB", device="cuda")
+    d = json.loads(json.dumps(plan.to_dict()))
+    assert set(d) >= {"device", "budget_bytes", "predicted_peak_bytes", "components"}
+    assert d["device"] == "cuda" and d["budget_bytes"] == 6 * 10**9
+    assert {c["name"]: c["strategy"] for c in d["components"]} == strategies(plan)
+    assert all({"name", "bytes", "strategy"} <= set(c) for c in d["components"])
+    assert "transformer" in str(plan) and "strategy" in str(plan)
+    with pytest.raises(ValueError, match="cannot parse memory size"):
+        plan_offload(pipe, "eight gigs")
+
+
+def test_hooks_fire_in_sequence_order_and_frames_are_identical(pipe):
+    expected = pipe(**CALL, generator=torch.Generator().manual_seed(0), output_type="np").frames
+    s = sizes(pipe)
+    plan = plan_offload(pipe, s["transformer"] + 100, device="cuda", reserve=1)
+    assert set(strategies(plan).values()) == {"model"}
+    applied = plan.apply(pipe, simulate=True)
+    latents = pipe(**CALL, generator=torch.Generator().manual_seed(0), output_type="latent").frames
+    applied.prepare_for_decode()
+    assert applied.events == [("onload", "text_encoder"), ("offload", "text_encoder"),
+                              ("onload", "transformer"), ("offload", "transformer"),
+                              ("onload", "vae")]
+    got = pipe(**CALL, generator=torch.Generator().manual_seed(0), output_type="np").frames
+    applied.remove()
+    assert np.array_equal(got, expected)
+    assert latents.shape[2] == 3
+
+
+def test_render_with_a_plan_gives_identical_frames(pipe, tmp_path):
+    from video_utils import read_video
+
+    vidmem.render(pipe, tmp_path / "a.mp4", lossless=True,
+                  generator=torch.Generator().manual_seed(0), **CALL)
+    s = sizes(pipe)
+    applied = plan_offload(pipe, s["transformer"] + 100, device="cuda", reserve=1).apply(
+        pipe, simulate=True)
+    vidmem.render(pipe, tmp_path / "b.mp4", lossless=True, offload=applied,
+                  generator=torch.Generator().manual_seed(0), **CALL)
+    assert ("onload", "vae") in applied.events
+    assert np.array_equal(read_video(tmp_path / "a.mp4")[0], read_video(tmp_path / "b.mp4")[0])
+
+
+def test_device_map_pipeline_is_refused_clearly(pipe):
+    pipe.hf_device_map = {"transformer": 0}
+    plan = plan_offload(pipe, "8GiB", device="cuda")
+    with pytest.raises(ValueError, match="reset_device_map"):
+        plan.apply(pipe, simulate=True)
+
+
+def test_no_accelerator_plans_cpu_and_installs_nothing(pipe, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(apply_module, "_warned_no_device", False)
+    plan = plan_offload(pipe, "8GiB")
+    assert plan.device == "cpu" and set(strategies(plan).values()) == {"resident"}
+    with pytest.warns(RuntimeWarning, match="no accelerator here"):
+        applied = plan.apply(pipe)
+    assert not applied.active and applied.events == []
+    assert all(getattr(m, "_hf_hook", None) is None
+               for m in (pipe.text_encoder, pipe.transformer, pipe.vae))
+    # a CUDA plan can be computed anywhere; applying it here warns (once) and installs nothing
+    cuda_plan = plan_offload(pipe, "8GiB", device="cuda")
+    assert cuda_plan.device == "cuda"
+    assert not cuda_plan.apply(pipe).active

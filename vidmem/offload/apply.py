@@ -1,0 +1,182 @@
+"""Installing an :class:`~vidmem.offload.plan.OffloadPlan` on a pipeline.
+
+* ``resident`` components move to the device once.
+* ``model`` components get an accelerate ``ModelHook``: before a component's forward it is moved
+  in (from pinned host memory, non-blocking) and every other ``model`` component is moved out, so
+  only the resident set plus the running stage occupy the device. Using accelerate's hook type
+  (with ``execution_device``) keeps diffusers' ``_execution_device`` and ``vae.decode``'s
+  ``apply_forward_hook`` working unchanged.
+* ``blocks`` components use diffusers' group offloading (block level, CUDA-stream prefetch of the
+  next group) rather than a rewrite of it.
+* :meth:`AppliedPlan.prepare_for_decode` moves everything but the VAE out before the decode
+  (diffusers leaves the last model of its chain resident, diffusers #11376).
+
+Every move is recorded in ``AppliedPlan.events`` as ``("onload" | "offload", name)``, so the
+sequencing can be tested on a machine without CUDA (``simulate=True`` runs the same logic with
+the host as both devices).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from .plan import OffloadPlan, offload_sequence
+
+log = logging.getLogger("vidmem")
+_warned_no_device = False
+
+#: At most this fraction of host RAM is pinned for fast transfers (the rest stays pageable).
+MAX_PINNED_FRACTION = 0.5
+
+
+def _host_ram_bytes() -> int:
+    try:
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+@dataclass
+class AppliedPlan:
+    """Handle of an installed plan: its events, the decode preparation, and removal."""
+
+    plan: OffloadPlan
+    device: torch.device
+    active: bool
+    modules: dict[str, torch.nn.Module] = field(default_factory=dict)
+    events: list[tuple[str, str]] = field(default_factory=list)
+    on_event: Callable[[str, str], None] | None = None
+    _hooked: list[torch.nn.Module] = field(default_factory=list)
+    _current: str | None = None
+    _pinned_bytes: int = 0
+
+    def _record(self, kind: str, name: str) -> None:
+        self.events.append((kind, name))
+        if self.on_event is not None:
+            self.on_event(kind, name)
+
+    def _move(self, name: str, kind: str) -> None:
+        """``kind`` "onload": to the plan's device; "offload": back to the host."""
+        module = self.modules[name]
+        device = self.device if kind == "onload" else torch.device("cpu")
+        if device.type == "cuda":
+            module.to(device, non_blocking=True)
+        else:
+            module.to(device)
+        self._record(kind, name)
+
+    def activate(self, name: str) -> None:
+        """Make ``name`` the running ``model`` component: others out, it in."""
+        if not self.active or self._current == name:
+            return
+        for other, module in self.modules.items():
+            if other != name and self.plan.component(other).strategy == "model" \
+                    and other == self._current:
+                self._move(other, "offload")
+        self._move(name, "onload")
+        self._current = name
+
+    def prepare_for_decode(self, vae_name: str = "vae") -> None:
+        """Everything the decode does not need leaves the device; the VAE comes in."""
+        if not self.active:
+            return
+        if self._current is not None and self._current != vae_name:
+            self._move(self._current, "offload")
+            self._current = None
+        if vae_name in self.modules and self.plan.component(vae_name).strategy == "model":
+            self.activate(vae_name)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def remove(self) -> None:
+        """Remove the hooks and move every component back to the host."""
+        from accelerate.hooks import remove_hook_from_module
+
+        for module in self._hooked:
+            remove_hook_from_module(module)
+        self._hooked.clear()
+        if self.active:
+            for name, module in self.modules.items():
+                module.to("cpu")
+        self._current = None
+
+
+def _make_hook(applied: AppliedPlan, name: str):
+    from accelerate.hooks import ModelHook
+
+    class StageHook(ModelHook):
+        """Moves its component in before its forward (accelerate hook type, for diffusers)."""
+
+        def __init__(self):
+            super().__init__()
+            self.execution_device = applied.device
+
+        def pre_forward(self, module, *args, **kwargs):
+            applied.activate(name)
+            return args, kwargs
+
+    return StageHook()
+
+
+def apply_plan(pipe: Any, plan: OffloadPlan, *, simulate: bool = False,
+               reset_device_map: bool = False, pin_memory: bool = True,
+               on_event: Callable[[str, str], None] | None = None) -> AppliedPlan:
+    """Install ``plan`` on ``pipe`` and return the handle (see the module docstring).
+
+    ``simulate=True`` installs the sequencing with the host as the device (for tests and dry
+    runs). Without an accelerator (or for a ``cpu`` plan) nothing is installed and a warning is
+    given once; the pipeline runs as it is.
+    """
+    global _warned_no_device
+    if getattr(pipe, "hf_device_map", None):
+        if not reset_device_map:
+            raise ValueError("this pipeline was loaded with a device_map (pipe.hf_device_map is "
+                             "set); call pipe.reset_device_map() first, or pass "
+                             "reset_device_map=True")
+        pipe.reset_device_map()
+    device = torch.device("cpu" if simulate else plan.device)
+    usable = simulate or (plan.device != "cpu" and device.type == "cuda"
+                          and torch.cuda.is_available())
+    modules = dict(offload_sequence(pipe))
+    applied = AppliedPlan(plan, device, usable, modules, on_event=on_event)
+    if not usable:
+        if not _warned_no_device:
+            _warned_no_device = True
+            warnings.warn("no accelerator here: the offload plan is not installed; "
+                          "the pipeline runs on the CPU as it is", RuntimeWarning, stacklevel=2)
+        return applied
+
+    from accelerate.hooks import add_hook_to_module
+
+    if any(getattr(m, "_hf_hook", None) is not None for m in modules.values()):
+        log.warning("removing the offload hooks already installed on this pipeline")
+        pipe.remove_all_hooks()
+    pin_cap = int(MAX_PINNED_FRACTION * _host_ram_bytes())
+    for c in plan.components:
+        module = modules[c.name]
+        if c.strategy == "resident":
+            applied._move(c.name, "onload")
+        elif c.strategy == "model":
+            module.to("cpu")
+            if pin_memory and device.type == "cuda" and applied._pinned_bytes + c.bytes <= pin_cap:
+                for p in list(module.parameters()) + list(module.buffers()):
+                    p.data = p.data.pin_memory()
+                applied._pinned_bytes += c.bytes
+            add_hook_to_module(module, _make_hook(applied, c.name))
+            applied._hooked.append(module)
+        else:  # blocks: diffusers' group offloading, with stream prefetch on CUDA
+            if device.type == "cuda":
+                from diffusers.hooks import apply_group_offloading
+
+                apply_group_offloading(module, onload_device=device, offload_device="cpu",
+                                       offload_type="block_level",
+                                       num_blocks_per_group=c.blocks_per_group, use_stream=True)
+            applied._record("stream-blocks", c.name)
+    return applied
