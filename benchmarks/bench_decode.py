@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from .common import run_child, save_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CASES = ("diffusers", "diffusers_tiled", "vidmem_tiled")
@@ -91,14 +92,9 @@ def quality(height: int, width: int, frames: int, tile: int, overlap: int) -> di
 
 
 def _child(case: str, args: argparse.Namespace, frames: int) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.bench_decode", "--case", case, "--height",
-           str(args.height), "--width", str(args.width), "--tile", str(args.tile), "--overlap",
-           str(args.overlap), "--frames", str(frames)]
-    proc = subprocess.run(cmd, capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parent.parent)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{case} failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_child("benchmarks.bench_decode", [
+        "--case", case, "--height", str(args.height), "--width", str(args.width), "--tile",
+        str(args.tile), "--overlap", str(args.overlap), "--frames", str(frames)])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -142,8 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "tile": args.tile, "overlap": args.overlap, "vae": "tiny Wan 2.1",
                          "threads": os.environ.get("BENCH_THREADS", "2")},
               "rows": rows, "quality": q, "ratios": ratios}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    save_json(args.out, result)
     print(f"\n### Decode: {args.width}x{args.height}, tile {args.tile}px / overlap {args.overlap}px\n")
     print("| case | frames | wall s | peak RSS MiB |")
     print("|---|---:|---:|---:|")

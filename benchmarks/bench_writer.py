@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from .common import run_child, save_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CASES = ("vidmem", "export_to_video", "imageio_stream")
@@ -87,13 +88,9 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for frames in args.frames:
         for case in CASES:
-            cmd = [sys.executable, "-m", "benchmarks.bench_writer", "--case", case, "--frames",
-                   str(frames), "--height", str(args.height), "--width", str(args.width)]
-            proc = subprocess.run(cmd, capture_output=True, text=True,
-                                  cwd=Path(__file__).resolve().parent.parent)
-            if proc.returncode != 0:
-                raise RuntimeError(f"{case} failed:\n{proc.stderr}")
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            rows.append(run_child("benchmarks.bench_writer", [
+                "--case", case, "--frames", str(frames), "--height", str(args.height),
+                "--width", str(args.width)]))
             r = rows[-1]
             print(f"  {case:16s} {frames:4d} frames: {r['seconds']:6.2f} s, peak RSS "
                   f"{r['peak_rss'] / 2**20:7.1f} MiB", file=sys.stderr)
@@ -109,8 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"config": {"frames": args.frames, "height": args.height, "width": args.width,
                          "chunk": CHUNK},
               "rows": rows, "ratios": ratios}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    save_json(args.out, result)
     print(f"\n### Writer: {args.width}x{args.height}, chunks of {CHUNK}\n")
     print("| case | frames | wall s | peak RSS MiB | file KiB |")
     print("|---|---:|---:|---:|---:|")

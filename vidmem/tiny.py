@@ -8,8 +8,6 @@ ones a user with a real checkpoint hits; only the sizes and the weight values di
 
 from __future__ import annotations
 
-import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
