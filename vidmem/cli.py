@@ -94,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Without --model, uses vidmem's built-in tiny Wan pipeline "
                                    "(random weights, offline).",
                        epilog=EXAMPLES_RENDER, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("--model", default=None,
+                   help="diffusers pipeline directory or hub id (default: the built-in tiny Wan "
+                        "pipeline)")
+    r.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
+                   help="load the pipeline in this dtype")
+    r.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra pipeline argument, typed as a Python literal (repeatable), e.g. "
+                        "--arg guidance_scale_2=3.0 --arg max_sequence_length=256")
     r.add_argument("--prompt", default="a cat walking on grass, cinematic")
     r.add_argument("--negative-prompt", default=None)
     r.add_argument("--num-frames", type=_positive_int, default=17,
@@ -148,21 +156,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse_pipeline_args(items: list[str]) -> dict[str, Any]:
+    import ast
+
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise UsageError(f"--arg {item!r}: expected NAME=VALUE, e.g. --arg guidance_scale=5.0")
+        try:
+            out[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[name] = text  # a plain string
+    return out
+
+
 def _check_render_args(args: argparse.Namespace) -> None:
+    from .loading import pipeline_class_name
+    from .pipelines import rule_for_class
     from .render import check_output_path
 
-    factor = 4
+    class_name = "WanPipeline"
+    if args.model is not None:
+        try:
+            class_name = pipeline_class_name(args.model) or class_name
+            rule = rule_for_class(class_name)
+        except (ValueError, OSError) as e:
+            raise UsageError(str(e)) from None
+    else:
+        rule = rule_for_class(class_name)
+    factor = rule.temporal_factor
     if (args.num_frames - 1) % factor:
         lower = (args.num_frames - 1) // factor * factor + 1
-        raise UsageError(f"--num-frames {args.num_frames} is not valid for Wan: it needs "
-                         f"{factor}k+1 frames; nearest valid: {lower} or {lower + factor}")
-    multiple = 16
+        raise UsageError(f"--num-frames {args.num_frames} is not valid for {rule.family}: it "
+                         f"needs {factor}k+1 frames; nearest valid: {lower} or {lower + factor}")
+    multiple = rule.spatial_multiple
     for name in ("height", "width"):
         value = getattr(args, name)
         if value % multiple:
             down = max(multiple, value // multiple * multiple)
-            raise UsageError(f"--{name} {value} must be a multiple of {multiple} for Wan "
-                             f"(try {down} or {down + multiple})")
+            raise UsageError(f"--{name} {value} must be a multiple of {multiple} for "
+                             f"{rule.family} (try {down} or {down + multiple})")
+    args.pipeline_args = _parse_pipeline_args(args.arg)
     try:
         check_output_path(args.out)
     except (ValueError, OSError) as e:
@@ -208,12 +243,20 @@ def _cmd_render(args: argparse.Namespace) -> int:
     _check_render_args(args)
     import torch
 
+    from .loading import DTYPES, load_pipeline
     from .render import render
-    from .tiny import tiny_pipeline
+    from .tiny import tiny_model_id
 
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    log("stage: load (built-in tiny Wan pipeline, random weights)")
-    pipe = tiny_pipeline("wan", seed=0)
+    model = args.model or tiny_model_id("wan", 0)
+    if args.quiet:
+        import diffusers
+        import transformers
+
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
+    log(f"stage: load {args.model or 'the built-in tiny Wan pipeline (random weights)'}")
+    pipe = load_pipeline(model, DTYPES[args.dtype] if args.dtype else None)
     pipe.set_progress_bar_config(disable=args.quiet, desc="denoise")
     log(f"stage: denoise ({args.steps} steps), then decode + write {args.num_frames} frames")
     offload = None
@@ -231,6 +274,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         kwargs["negative_prompt"] = args.negative_prompt
     if args.guidance_scale is not None:
         kwargs["guidance_scale"] = args.guidance_scale
+    kwargs.update(args.pipeline_args)
     try:
         report = render(pipe, args.out, fps=args.fps, chunk_frames=args.chunk_frames,
                         overlap_frames=args.overlap_frames, tile_size=args.tile_size,

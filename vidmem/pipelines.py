@@ -32,6 +32,8 @@ class PipelineRule:
     to_vae_input: Callable[[Any, torch.Tensor], DecodeInput]
     #: pixel frames the family can produce are ``temporal * k + 1``.
     temporal_factor: int = 4
+    #: height and width must be multiples of this (VAE factor x transformer patch).
+    spatial_multiple: int = 16
     default_fps: int = 16
 
 
@@ -60,7 +62,11 @@ def supported_pipelines() -> list[str]:
 
 def rule_for(pipe: Any) -> PipelineRule:
     """The rule for ``pipe``'s class; a clear error listing what is supported otherwise."""
-    name = type(pipe).__name__
+    return rule_for_class(type(pipe).__name__)
+
+
+def rule_for_class(name: str) -> PipelineRule:
+    """The rule for a pipeline class name (checked before any weights are loaded)."""
     for rule in RULES:
         if name in rule.pipeline_classes:
             return rule
