@@ -138,6 +138,10 @@ def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: in
             context = 1 + -(-max(overlap_frames - 1, 0) // tm.factor) if overlap_frames else 0
         else:
             context = -(-overlap_frames // tm.factor)  # round up: at least the asked-for overlap
+        if tm.causal_first_frame:
+            # A fresh causal window turns its first latent into one image frame, so the frames
+            # just before its new latents need at least one latent of context.
+            context = max(context, 1)
         # The cross-fade lies inside the re-decoded context, after the causal image frame.
         context_pixels = tm.factor * (context - 1) if tm.causal_first_frame else tm.factor * context
         blend = min(adapter.default_blend_frames, max(0, context_pixels))

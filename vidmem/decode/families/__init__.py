@@ -12,7 +12,7 @@ import torch
 from .base import FamilyAdapter
 from .cogvideox import CogVideoXAdapter
 from .generic import GenericAdapter
-from .hunyuan import HunyuanVideoAdapter
+from .hunyuan import HunyuanVideo15Adapter, HunyuanVideoAdapter
 from .image import ImageVAEAdapter
 from .ltx import LTXVideoAdapter
 from .svd import SVDTemporalAdapter
@@ -22,6 +22,7 @@ log = logging.getLogger("vidmem")
 
 #: Adapters tried in order; the generic fallback is not listed (it is the last resort).
 ADAPTERS: list[type[FamilyAdapter]] = [WanAdapter, CogVideoXAdapter, HunyuanVideoAdapter,
+                                       HunyuanVideo15Adapter,
                                        LTXVideoAdapter, SVDTemporalAdapter, ImageVAEAdapter]
 
 _warned_generic: set[str] = set()
