@@ -179,7 +179,7 @@ def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: in
 
 
 def _decode_window(adapter: FamilyAdapter, z: torch.Tensor, window: Window, tiles: list[Tile],
-                   states: list, feather_px: int, device: torch.device,
+                   states: list, masks: list[torch.Tensor], device: torch.device,
                    dtype: torch.dtype) -> torch.Tensor:
     """Decode one window, all its tiles, blended into one float32 buffer on ``device``."""
     zw = z[:, :, window.latents.as_slice()]
@@ -188,7 +188,7 @@ def _decode_window(adapter: FamilyAdapter, z: torch.Tensor, window: Window, tile
         piece = adapter.decode_piece(zw.to(device, dtype), states[0], first)
         return piece.float()
     acc = norm = None
-    for tile, state in zip(tiles, states):
+    for tile, state, mask in zip(tiles, states, masks):
         zt = zw[:, :, :, tile.rows.as_slice(), tile.cols.as_slice()].to(device, dtype)
         piece = adapter.decode_piece(zt, state, first).float()
         if acc is None:
@@ -196,7 +196,6 @@ def _decode_window(adapter: FamilyAdapter, z: torch.Tensor, window: Window, tile
             height, width = tiles[-1].py.stop, tiles[-1].px.stop
             acc = torch.zeros(b, c, t, height, width, device=device)
             norm = torch.zeros(height, width, device=device)
-        mask = tile_mask(tile, feather_px).to(device)
         acc[:, :, :, tile.py.as_slice(), tile.px.as_slice()] += piece * mask
         norm[tile.py.as_slice(), tile.px.as_slice()] += mask
         del piece
@@ -235,6 +234,7 @@ def _stream(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan, output_ty
             progress: Callable[[int, int], None] | None) -> Iterator:
     device, dtype = _vae_device_dtype(adapter.vae)
     feather = plan.tile_overlap_latent * adapter.spatial_factor
+    masks = [tile_mask(t, feather).to(device) for t in plan.tiles] if len(plan.tiles) > 1 else []
     states = [adapter.new_state() for _ in plan.tiles]
     pinned = device.type == "cuda" and output_type == "uint8"
     tail: torch.Tensor | None = None
@@ -243,7 +243,7 @@ def _stream(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan, output_ty
         for k, window in enumerate(plan.windows):
             if adapter.streaming == "window":
                 states = [adapter.new_state() for _ in plan.tiles]
-            out = _decode_window(adapter, z, window, plan.tiles, states, feather, device, dtype)
+            out = _decode_window(adapter, z, window, plan.tiles, states, masks, device, dtype)
             if adapter.clamps_output:
                 out = out.clamp_(-1.0, 1.0)
             if tail is not None:
