@@ -53,6 +53,36 @@ def test_failed_decode_keeps_latents_and_decode_resumes_identically(tiny_pipe, t
     assert np.array_equal(resumed, expected)
 
 
+def test_resume_reproduces_a_noise_injecting_decoder(tmp_path, monkeypatch):
+    """LTX-Video's decoder adds noise drawn from the global RNG: the checkpoint carries the RNG
+    state the decode started from, so a resumed decode in a fresh process is identical."""
+    pipe = vidmem.tiny_pipeline("ltx", seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    call = dict(prompt="a lighthouse", num_frames=17, height=64, width=96, num_inference_steps=2)
+    good = tmp_path / "good.mp4"
+    torch.manual_seed(5)
+    vidmem.render(pipe, good, chunk_frames=8, lossless=True,
+                  generator=torch.Generator().manual_seed(0), **call)
+    out = tmp_path / "clip.mp4"
+    monkeypatch.setattr(vidmem.VideoWriter, "write", lambda self, frames: 1 / 0)
+    torch.manual_seed(5)
+    with pytest.raises(vidmem.DecodeFailed) as e:
+        vidmem.render(pipe, out, chunk_frames=8, lossless=True,
+                      generator=torch.Generator().manual_seed(0), **call)
+    monkeypatch.undo()
+    meta = load_checkpoint(e.value.checkpoint)
+    assert meta.family == "ltx" and "temb" in meta.decode_input.decode_kwargs
+    assert "cpu" in meta.rng_states
+    proc = subprocess.run([sys.executable, "-m", "vidmem", "decode", str(e.value.checkpoint),
+                           "--out", str(out), "--lossless", "--chunk-frames", "8", "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    resumed, rate = read_video(out)
+    expected, _ = read_video(good)
+    assert rate == 24  # LTX's default frame rate, recorded in the checkpoint
+    assert np.array_equal(resumed, expected)
+
+
 def test_keep_latents_and_bad_checkpoint_errors(tiny_pipe, tmp_path):
     out = tmp_path / "keep.mp4"
     vidmem.render(tiny_pipe, out, keep_latents=True, generator=torch.Generator().manual_seed(0),

@@ -3,7 +3,9 @@ minutes, not the hour of denoising before it.
 
 The file (``clip.mp4`` -> ``clip.latents.safetensors``) holds the latents exactly as the VAE's
 ``decode`` takes them (already denormalized), any tensor arguments of that decode (e.g. LTX's
-timestep), and string metadata: model, family, fps, frame count, dtype. ``vidmem decode`` reads it.
+timestep), the random-number state the decode started from (decoders that inject noise, like
+LTX-Video's, draw it from the global RNG: restoring it makes a resumed decode equal the one that
+failed), and string metadata: model, family, fps, frame count, dtype. ``vidmem decode`` reads it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from .pipelines import DecodeInput
 
 LATENTS_KEY = "latents"
+RNG_KEYS = {"cpu": "rng_state.cpu", "cuda": "rng_state.cuda"}
 _KWARG_PREFIX = "decode_kwargs."
 FORMAT_VERSION = "1"
 
@@ -33,6 +36,23 @@ class LatentCheckpoint:
     frames: int | None
     dtype: str
     extra: dict[str, Any] = field(default_factory=dict)
+    #: ``{"cpu": state, "cuda": state}`` at the start of the original decode (see module doc).
+    rng_states: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def restore_rng(self) -> None:
+        """Put the global RNG back where the original decode started."""
+        if "cpu" in self.rng_states:
+            torch.set_rng_state(self.rng_states["cpu"])
+        if "cuda" in self.rng_states and torch.cuda.is_available():
+            torch.cuda.set_rng_state(self.rng_states["cuda"])
+
+
+def capture_rng() -> dict[str, torch.Tensor]:
+    """The global RNG states (CPU, and the current CUDA device's if there is one)."""
+    states = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
 
 
 def checkpoint_path_for(video_path: str | Path) -> Path:
@@ -43,12 +63,15 @@ def checkpoint_path_for(video_path: str | Path) -> Path:
 
 def save_checkpoint(path: str | Path, decode_input: DecodeInput, *, model: str | None,
                     family: str | None, fps: float, frames: int | None,
-                    extra: dict[str, Any] | None = None) -> Path:
+                    extra: dict[str, Any] | None = None,
+                    rng_states: dict[str, torch.Tensor] | None = None) -> Path:
     """Write the checkpoint atomically (temp file + rename), so a crash never leaves half a file."""
     from safetensors.torch import save_file
 
     path = Path(path)
     tensors = {LATENTS_KEY: decode_input.latents.detach().contiguous().cpu()}
+    for device, state in (rng_states or {}).items():
+        tensors[RNG_KEYS[device]] = state.contiguous().cpu()
     plain_kwargs = {}
     for key, value in decode_input.decode_kwargs.items():
         if isinstance(value, torch.Tensor):
@@ -94,4 +117,5 @@ def load_checkpoint(path: str | Path) -> LatentCheckpoint:
         model=meta.get("model") or None, family=meta.get("family") or None,
         fps=float(meta.get("fps") or 16), frames=int(frames) if frames else None,
         dtype=meta.get("dtype", "float32"), extra=json.loads(meta.get("extra") or "{}"),
+        rng_states={d: tensors[k] for d, k in RNG_KEYS.items() if k in tensors},
     )

@@ -17,6 +17,11 @@ EXAMPLES_RENDER = """examples:
   vidmem render --out clip.mp4                       # built-in tiny pipeline, no download
   vidmem render --prompt "a red fox in snow" --num-frames 33 --out fox.mp4 --lossless
   vidmem render --num-frames 81 --chunk-frames 16 --tile-size 256 --out long.mp4 --json
+  vidmem render --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --dtype bf16 --budget 8GiB \\
+      --num-frames 81 --height 480 --width 832 --steps 30 --out wan.mp4
+  vidmem render --model ./svd-xt --image first_frame.png --num-frames 25 --out svd.mp4
+  vidmem render --model vidmem-tiny:ltx:0 --out ltx.mp4   # tiny LTX-Video (also: cogvideox,
+                                                         # mochi, hunyuanvideo, svd, animatediff)
 """
 
 
@@ -95,23 +100,31 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(random weights, offline).",
                        epilog=EXAMPLES_RENDER, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("--model", default=None,
-                   help="diffusers pipeline directory or hub id (default: the built-in tiny Wan "
-                        "pipeline)")
+                   help="diffusers pipeline directory or hub id, or vidmem-tiny:FAMILY:SEED "
+                        "(default: the built-in tiny Wan pipeline, vidmem-tiny:wan:0)")
     r.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
                    help="load the pipeline in this dtype")
     r.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
                    help="extra pipeline argument, typed as a Python literal (repeatable), e.g. "
                         "--arg guidance_scale_2=3.0 --arg max_sequence_length=256")
-    r.add_argument("--prompt", default="a cat walking on grass, cinematic")
+    r.add_argument("--prompt", default=None,
+                   help="text prompt (default: a fixed example prompt; image-to-video pipelines "
+                        "without a prompt ignore it)")
     r.add_argument("--negative-prompt", default=None)
-    r.add_argument("--num-frames", type=_positive_int, default=17,
-                   help="frames to generate (Wan: 4k+1; default 17)")
-    r.add_argument("--height", type=_positive_int, default=64)
-    r.add_argument("--width", type=_positive_int, default=96)
+    r.add_argument("--image", default=None, metavar="PATH",
+                   help="conditioning image for image-to-video pipelines (SVD, Wan I2V, ...)")
+    r.add_argument("--num-frames", type=_positive_int, default=None,
+                   help="frames to generate (Wan, CogVideoX, HunyuanVideo: 4k+1; LTX: 8k+1; "
+                        "Mochi: 6k+1); default: 17 for tiny pipelines, else the pipeline's own")
+    r.add_argument("--height", type=_positive_int, default=None,
+                   help="default: 64 for tiny pipelines, else the pipeline's own")
+    r.add_argument("--width", type=_positive_int, default=None,
+                   help="default: 96 for tiny pipelines, else the pipeline's own")
     r.add_argument("--steps", type=_positive_int, default=2, help="denoising steps (default 2)")
     r.add_argument("--guidance-scale", type=float, default=None)
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--fps", type=_positive_float, default=16.0)
+    r.add_argument("--fps", type=_positive_float, default=None,
+                   help="frame rate of the MP4 (default: the family's, e.g. Wan 16, LTX 24)")
     r.add_argument("--lossless", action="store_true",
                    help="write frames exactly (libx264rgb qp 0); default H.264 yuv420p")
     r.add_argument("--out", required=True, help="output .mp4 path")
@@ -171,32 +184,47 @@ def _parse_pipeline_args(items: list[str]) -> dict[str, Any]:
     return out
 
 
+#: sizes the tiny pipelines render by default (small enough for a CPU in seconds).
+TINY_DEFAULTS = {"height": 64, "width": 96}
+TINY_FRAMES = {"mochi": 13, "svd": 8, "animatediff": 8}
+DEFAULT_PROMPT = "a cat walking on grass, cinematic"
+
+
 def _check_render_args(args: argparse.Namespace) -> None:
+    """Everything that can be checked without loading weights: the pipeline class (from
+    ``model_index.json``), frame count and sizes for its family, the image, the output path and
+    the budget. Fills in the tiny pipelines' small default sizes."""
     from .loading import pipeline_class_name
     from .pipelines import rule_for_class
     from .render import check_output_path
+    from .tiny import parse_tiny_model_id, tiny_pipeline_class
 
-    class_name = "WanPipeline"
-    if args.model is not None:
-        try:
-            class_name = pipeline_class_name(args.model) or class_name
-            rule = rule_for_class(class_name)
-        except (ValueError, OSError) as e:
-            raise UsageError(str(e)) from None
-    else:
-        rule = rule_for_class(class_name)
-    factor = rule.temporal_factor
-    if (args.num_frames - 1) % factor:
-        lower = (args.num_frames - 1) // factor * factor + 1
-        raise UsageError(f"--num-frames {args.num_frames} is not valid for {rule.family}: it "
-                         f"needs {factor}k+1 frames; nearest valid: {lower} or {lower + factor}")
-    multiple = rule.spatial_multiple
-    for name in ("height", "width"):
-        value = getattr(args, name)
-        if value % multiple:
-            down = max(multiple, value // multiple * multiple)
-            raise UsageError(f"--{name} {value} must be a multiple of {multiple} for "
-                             f"{rule.family} (try {down} or {down + multiple})")
+    args.model = args.model or "vidmem-tiny:wan:0"
+    try:
+        tiny = parse_tiny_model_id(args.model)
+        class_name = tiny_pipeline_class(tiny[0]) if tiny else pipeline_class_name(args.model)
+        rule = rule_for_class(class_name) if class_name else None
+    except (ValueError, OSError) as e:
+        raise UsageError(str(e)) from None
+    args.fps = args.fps or (rule.default_fps if rule is not None else None)
+    if tiny:
+        args.num_frames = args.num_frames or TINY_FRAMES.get(tiny[0], 17)
+        for name, value in TINY_DEFAULTS.items():
+            setattr(args, name, getattr(args, name) or value)
+    if rule is not None:
+        if args.num_frames is not None and rule.frames_error(args.num_frames):
+            raise UsageError(f"--num-frames {rule.frames_error(args.num_frames)}")
+        multiple = rule.spatial_multiple
+        for name in ("height", "width"):
+            value = getattr(args, name)
+            if value is not None and value % multiple:
+                down = max(multiple, value // multiple * multiple)
+                raise UsageError(f"--{name} {value} must be a multiple of {multiple} for "
+                                 f"{rule.family} (try {down} or {down + multiple})")
+        if rule.needs_image and args.image is None:
+            raise UsageError(f"{class_name} is image-to-video: pass --image PATH")
+    if args.image is not None and not os.path.isfile(args.image):
+        raise UsageError(f"--image {args.image!r}: no such file")
     args.pipeline_args = _parse_pipeline_args(args.arg)
     try:
         check_output_path(args.out)
@@ -239,42 +267,70 @@ class _Progress:
             bar.close()
 
 
+def _call_kwargs(args: argparse.Namespace, pipe: Any, log: Any) -> dict[str, Any]:
+    """The pipeline call from the flags: only what was given (the pipeline's own defaults
+    otherwise), and only what this pipeline takes (SVD has no prompt)."""
+    import inspect
+
+    import torch
+
+    accepted = inspect.signature(pipe.__call__).parameters
+    kwargs: dict[str, Any] = dict(num_inference_steps=args.steps,
+                                  generator=torch.Generator().manual_seed(args.seed))
+    optional = dict(prompt=args.prompt, negative_prompt=args.negative_prompt,
+                    num_frames=args.num_frames, height=args.height, width=args.width,
+                    guidance_scale=args.guidance_scale)
+    if "prompt" in accepted and args.prompt is None:
+        optional["prompt"] = DEFAULT_PROMPT
+    for name, value in optional.items():
+        if value is None:
+            continue
+        if name in accepted:
+            kwargs[name] = value
+        elif getattr(args, name, None) is not None:
+            log(f"note: {type(pipe).__name__} takes no {name}; --{name.replace('_', '-')} ignored")
+    if args.image is not None:
+        from diffusers.utils import load_image
+
+        kwargs["image"] = load_image(args.image)
+    kwargs.update(args.pipeline_args)
+    return kwargs
+
+
 def _cmd_render(args: argparse.Namespace) -> int:
     _check_render_args(args)
     import torch
 
     from .loading import DTYPES, load_pipeline
     from .render import render
-    from .tiny import tiny_model_id
 
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    model = args.model or tiny_model_id("wan", 0)
     if args.quiet:
         import diffusers
         import transformers
 
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.disable_progress_bar()
-    log(f"stage: load {args.model or 'the built-in tiny Wan pipeline (random weights)'}")
-    pipe = load_pipeline(model, DTYPES[args.dtype] if args.dtype else None)
+    log(f"stage: load {args.model}")
+    pipe = load_pipeline(args.model, DTYPES[args.dtype] if args.dtype else None)
     pipe.set_progress_bar_config(disable=args.quiet, desc="denoise")
-    log(f"stage: denoise ({args.steps} steps), then decode + write {args.num_frames} frames")
+    kwargs = _call_kwargs(args, pipe, log)
+    frames = kwargs.get("num_frames")
+    log(f"stage: denoise ({args.steps} steps), then decode + write "
+        f"{frames if frames is not None else 'the pipeline default number of'} frames")
     offload = None
     if args.budget is not None:
         from .offload import plan_offload
 
         offload = plan_offload(pipe, _parse_budget(args.budget))
         log(str(offload))
-    progress = _Progress(args.num_frames, enabled=not args.quiet)
-    kwargs: dict[str, Any] = dict(prompt=args.prompt, num_frames=args.num_frames,
-                                  height=args.height, width=args.width,
-                                  num_inference_steps=args.steps,
-                                  generator=torch.Generator().manual_seed(args.seed))
-    if args.negative_prompt is not None:
-        kwargs["negative_prompt"] = args.negative_prompt
-    if args.guidance_scale is not None:
-        kwargs["guidance_scale"] = args.guidance_scale
-    kwargs.update(args.pipeline_args)
+    if args.fps is None:  # a hub id: the family is known only now
+        from .pipelines import rule_for
+
+        args.fps = rule_for(pipe).default_fps
+    progress = _Progress(frames or 0, enabled=not args.quiet)
+    # Decoders that inject noise (LTX) draw it from the global RNG: seed it for repeatability.
+    torch.manual_seed(args.seed)
     try:
         report = render(pipe, args.out, fps=args.fps, chunk_frames=args.chunk_frames,
                         overlap_frames=args.overlap_frames, tile_size=args.tile_size,
@@ -321,6 +377,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     latents = ckpt.decode_input.latents
     progress = _Progress(ckpt.frames or 0, enabled=not args.quiet)
     log(f"stage: decode + write {tuple(latents.shape)} latents")
+    ckpt.restore_rng()
     try:
         report = decode_to_video(vae, latents, args.out, args.fps or ckpt.fps,
                                  chunk_frames=args.chunk_frames, overlap_frames=args.overlap_frames,

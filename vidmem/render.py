@@ -16,11 +16,11 @@ from typing import Any, Callable
 
 import torch
 
-from .checkpoint import checkpoint_path_for, save_checkpoint
+from .checkpoint import capture_rng, checkpoint_path_for, save_checkpoint
 from .decode import decode_latents
 from .io.writer import VideoWriter
 from .memory import cuda_peak_bytes, format_bytes, peak_rss_bytes
-from .pipelines import DecodeInput, rule_for
+from .pipelines import DecodeInput, call_arguments, rule_for
 
 ProgressFn = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; stages: ``"decode"`` (frames decoded), ``"write"``
@@ -127,12 +127,16 @@ def model_id_of(pipe: Any) -> str | None:
     return getattr(pipe, "_vidmem_model_id", None) or getattr(pipe, "name_or_path", None) or None
 
 
-def latents_for_decode(pipe: Any, latents: torch.Tensor) -> DecodeInput:
-    """Undo ``pipe``'s latent normalization exactly as its own ``__call__`` would."""
-    return rule_for(pipe).to_vae_input(pipe, latents)
+def latents_for_decode(pipe: Any, latents: torch.Tensor, **call_kwargs: Any) -> DecodeInput:
+    """Undo ``pipe``'s latent normalization exactly as its own ``__call__`` would.
+
+    ``latents``: what ``pipe(..., output_type="latent", **call_kwargs)`` returned. ``call_kwargs``
+    must be the arguments of that call (LTX needs its sizes and generator, CogVideoX its frame
+    count)."""
+    return rule_for(pipe).to_vae_input(pipe, latents, call_arguments(pipe, call_kwargs))
 
 
-def render(pipe: Any, out_path: str | Path, *, fps: float = 16, chunk_frames: int | None = None,
+def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_frames: int | None = None,
            overlap_frames: int | None = None, tile_size: int | None = None,
            tile_overlap: int | None = None, lossless: bool = False,
            progress: ProgressFn | None = None, checkpoint: bool = True,
@@ -155,14 +159,24 @@ def render(pipe: Any, out_path: str | Path, *, fps: float = 16, chunk_frames: in
     install for this render, or an already applied one; before the decode everything but the VAE
     leaves the device.
 
+    ``fps``: the MP4's frame rate (default: the family's, e.g. Wan 16, LTX 24, SVD 7).
+
     Returns a :class:`RenderReport` (frames, seconds per stage, peak memory).
     """
     rule = rule_for(pipe)  # unsupported pipeline: fail before denoising
     out = check_output_path(out_path)
+    fps = rule.default_fps if fps is None else fps
     if not fps or fps <= 0:
         raise ValueError(f"fps must be positive, got {fps!r}")
     if "output_type" in pipeline_kwargs:
         raise ValueError("render() sets output_type itself; do not pass it")
+    frames = pipeline_kwargs.get("num_frames")
+    if frames is not None and rule.frames_error(int(frames)):
+        raise ValueError(rule.frames_error(int(frames)))
+    if rule.needs_image and pipeline_kwargs.get("image") is None:
+        raise ValueError(f"{type(pipe).__name__} is image-to-video: pass image=... (CLI: --image "
+                         f"PATH)")
+    call = call_arguments(pipe, dict(pipeline_kwargs, output_type="latent"))  # bad names fail here
     applied = None
     if offload is not None:
         from .offload import AppliedPlan, OffloadPlan
@@ -178,15 +192,17 @@ def render(pipe: Any, out_path: str | Path, *, fps: float = 16, chunk_frames: in
     if latents.shape[0] != 1:
         raise ValueError(f"render writes one video; the pipeline returned {latents.shape[0]} "
                          f"(use num_videos_per_prompt=1 and a single prompt)")
-    vae_input = rule.to_vae_input(pipe, latents)
+    vae_input = rule.to_vae_input(pipe, latents, call)
     del latents, result
     ckpt = None
+    rng = capture_rng()  # where a noise-injecting decoder starts drawing (see checkpoint)
     if checkpoint:
         ckpt = save_checkpoint(checkpoint_path_for(out), vae_input, model=model_id_of(pipe),
                                family=rule.family, fps=fps,
-                               frames=pipeline_kwargs.get("num_frames"))
+                               frames=call.get("num_frames"), rng_states=rng)
     if applied is not None:
         applied.prepare_for_decode()
+    torch.set_rng_state(rng["cpu"])
     t2 = time.perf_counter()
     try:
         report = decode_to_video(pipe.vae, vae_input.latents, out, fps, chunk_frames=chunk_frames,

@@ -97,7 +97,8 @@ def _auto_tile_pixels(adapter: FamilyAdapter, height: int, width: int,
 
 def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: int | None = None,
                 overlap_frames: int | None = None, tile_size: int | None = None,
-                tile_overlap: int | None = None, adapter: FamilyAdapter | None = None) -> DecodePlan:
+                tile_overlap: int | None = None, decode_kwargs: dict | None = None,
+                adapter: FamilyAdapter | None = None) -> DecodePlan:
     """Validate the options against the latents and the VAE, and return the decode plan.
 
     All sizes are in pixels / pixel frames and are rounded down to whole latent units:
@@ -105,8 +106,10 @@ def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: in
     window of a non-causal family (ignored by cache-carrying families, which need none),
     ``tile_size``/``tile_overlap`` the spatial tile edge and overlap (``tile_size=0`` disables
     spatial tiling; ``None`` chooses from the frame size and free device memory).
+    ``decode_kwargs`` are the extra arguments of the VAE's ``decode`` (they can change the plan:
+    LTX-2's ``causal=True`` makes its decode exactly streamable).
     """
-    adapter = adapter or adapter_for(vae)
+    adapter = adapter or adapter_for(vae, decode_kwargs)
     z = adapter.to_canonical(latents)
     if isinstance(adapter, GenericAdapter):
         adapter.probe(z)

@@ -12,9 +12,12 @@ import torch
 from .base import FamilyAdapter
 from .cogvideox import CogVideoXAdapter
 from .generic import GenericAdapter
-from .hunyuan import HunyuanVideo15Adapter, HunyuanVideoAdapter
+from .hunyuan import HunyuanVideoAdapter
+from .hunyuan15 import HunyuanVideo15Adapter
 from .image import ImageVAEAdapter
 from .ltx import LTXVideoAdapter
+from .ltx2 import LTX2VideoAdapter
+from .mochi import MochiAdapter
 from .svd import SVDTemporalAdapter
 from .wan import WanAdapter
 
@@ -22,8 +25,8 @@ log = logging.getLogger("vidmem")
 
 #: Adapters tried in order; the generic fallback is not listed (it is the last resort).
 ADAPTERS: list[type[FamilyAdapter]] = [WanAdapter, CogVideoXAdapter, HunyuanVideoAdapter,
-                                       HunyuanVideo15Adapter,
-                                       LTXVideoAdapter, SVDTemporalAdapter, ImageVAEAdapter]
+                                       HunyuanVideo15Adapter, MochiAdapter,
+                                       LTXVideoAdapter, LTX2VideoAdapter, SVDTemporalAdapter, ImageVAEAdapter]
 
 _warned_generic: set[str] = set()
 

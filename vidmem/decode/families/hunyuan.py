@@ -27,18 +27,3 @@ class HunyuanVideoAdapter(WindowedDecoderAdapter):
 
     def run_decoder(self, z: torch.Tensor) -> torch.Tensor:
         return self.vae.decoder(self.vae.post_quant_conv(z))
-
-
-class HunyuanVideo15Adapter(WindowedDecoderAdapter):
-    """HunyuanVideo 1.5 (``AutoencoderKLHunyuanVideo15``): x4 time (4(T-1)+1), x16 space, one
-    decoder call over the clip (its ``vae.decode`` tiles only spatially); windows cross-faded."""
-
-    name = "hunyuanvideo15"
-    vae_classes = ("AutoencoderKLHunyuanVideo15",)
-    default_spatial = 16
-    default_context_latents = 3
-    default_blend_frames = 8
-    min_tile_latent = 4
-
-    def run_decoder(self, z: torch.Tensor) -> torch.Tensor:
-        return self.vae.decoder(z)
