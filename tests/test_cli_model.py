@@ -80,3 +80,41 @@ def test_unsupported_pipeline_and_missing_model_fail_before_loading(tmp_path):
     assert proc.returncode == 2 and "not found" in proc.stderr
     proc = cli("render", "--out", str(tmp_path / "x.mp4"), "--arg", "oops")
     assert proc.returncode == 2 and "expected NAME=VALUE" in proc.stderr
+
+
+def test_plan_from_configs_alone_with_real_wan_shapes(tmp_path):
+    """`vidmem plan --model DIR` reads configs only: a Wan 2.1 1.3B directory with no weight
+    files plans in seconds, with the real component sizes."""
+    from vidmem.shapes import write_config_only_pipeline
+
+    model = write_config_only_pipeline(tmp_path / "wan-1.3b", "1.3B")
+    assert not list(model.rglob("*.safetensors"))
+    proc = cli("plan", "--model", str(model), "--dtype", "bf16", "--budget", "8GiB", "--device",
+               "cuda", "--num-frames", "81", "--height", "480", "--width", "832", "--json")
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    comps = {c["name"]: c for c in plan["components"]}
+    assert list(comps) == ["text_encoder", "transformer", "vae"]  # model_cpu_offload_seq order
+    assert 2.5 * 2**30 < comps["transformer"]["bytes"] < 2.8 * 2**30  # 1.3B params in bf16
+    assert comps["text_encoder"]["bytes"] > 10 * 2**30  # umt5-xxl: too big for 8 GiB
+    assert comps["text_encoder"]["strategy"] == "blocks"
+    assert comps["vae"]["strategy"] == "resident"
+    assert plan["predicted_peak_bytes"] <= 8 * 2**30
+    assert plan["decode"]["frames"] == 81 and plan["decode"]["width"] == 832
+    proc = cli("plan", "--model", str(tmp_path / "nope"), "--budget", "8GiB")
+    assert proc.returncode == 2 and "not found" in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "vidmem-tiny:ltx:0", "--num-frames", "12"], "needs 8k+1 frames; nearest valid: 9 or 17"),
+    (["--model", "vidmem-tiny:mochi:0", "--num-frames", "9"], "needs 6k+1 frames; nearest valid: 7 or 13"),
+    (["--model", "vidmem-tiny:ltx:0", "--height", "80"], "--height 80 must be a multiple of 32"),
+    (["--model", "vidmem-tiny:svd:0"], "image-to-video: pass --image PATH"),
+    (["--model", "vidmem-tiny:svd:0", "--image", "missing.png"], "--image 'missing.png': no such file"),
+    (["--model", "vidmem-tiny:sora:0"], "unknown tiny pipeline family 'sora'"),
+])
+def test_family_specific_errors_before_loading(args, message, tmp_path):
+    proc = cli("render", *args, "--out", str(tmp_path / "x.mp4"))
+    assert proc.returncode == 2
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.mp4").exists()

@@ -142,8 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Show which components stay on the accelerator, move in per "
                                     "stage, or stream in blocks under a memory budget.",
                         epilog="examples:\n  vidmem plan --budget 8GiB --device cuda\n"
-                               "  vidmem plan --budget 500KiB --device cuda --json\n",
+                               "  vidmem plan --budget 500KiB --device cuda --json\n"
+                               "  vidmem plan --model Wan-AI/Wan2.1-T2V-14B-Diffusers --dtype bf16 "
+                               "--budget 24GiB --device cuda --num-frames 81 --height 480 "
+                               "--width 832\n",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    pl.add_argument("--model", default=None,
+                    help="pipeline directory, hub id or vidmem-tiny:FAMILY:SEED (default: the "
+                         "built-in tiny Wan pipeline); only configs are read, no weights")
+    pl.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
+                    help="the dtype the pipeline would be loaded in (default: as saved)")
+    pl.add_argument("--num-frames", type=_positive_int, default=None,
+                    help="clip length for the decode plan (default: the pipeline's own)")
+    pl.add_argument("--height", type=_positive_int, default=None)
+    pl.add_argument("--width", type=_positive_int, default=None)
     pl.add_argument("--budget", required=True, help="e.g. 8GiB, 6GB, 500MiB, or bytes")
     pl.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     pl.add_argument("--reserve", default=None, help="working memory kept free (default: 1 GiB + "
@@ -343,18 +355,74 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decode_plan_for(pipe: Any, args: argparse.Namespace) -> Any:
+    """The decode tiling a render of ``args``' size would use (``None`` if the size is unknown).
+
+    Sizes come from the flags, else from the pipeline's ``__call__`` defaults (Wan: 81 frames,
+    480x832); the latents are meta tensors of the VAE's native decode layout."""
+    import inspect
+
+    from .decode import plan_decode
+    from .decode.families import adapter_for
+
+    vae = getattr(pipe, "vae", None)
+    if vae is None:
+        return None
+    cls = getattr(pipe, "class_name", None)
+    import diffusers
+
+    call = getattr(diffusers, cls).__call__ if cls else pipe.__call__
+    defaults = {k: p.default for k, p in inspect.signature(call).parameters.items()}
+    frames = args.num_frames or defaults.get("num_frames")
+    height = args.height or defaults.get("height")
+    width = args.width or defaults.get("width")
+    if not all(isinstance(v, int) for v in (frames, height, width)):
+        return None
+    adapter = adapter_for(vae)
+    sf, tm = adapter.spatial_factor, adapter.time_map
+    t_lat = (frames - 1) // tm.factor + 1 if tm.causal_first_frame else -(-frames // tm.factor)
+    latents = adapter.example_latents(t_lat, height // sf, width // sf)
+    return plan_decode(vae, latents, adapter=adapter)
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
+    import json
+
+    from .loading import DTYPES, load_pipeline_skeleton
     from .memory import parse_bytes
     from .offload import plan_offload
-    from .tiny import tiny_pipeline
 
     budget = _parse_budget(args.budget)
     try:
         reserve = parse_bytes(args.reserve) if args.reserve is not None else None
     except ValueError as e:
         raise UsageError(f"--reserve: {e}") from None
-    plan = plan_offload(tiny_pipeline("wan", seed=0), budget, device=args.device, reserve=reserve)
-    print(plan.to_json() if args.json else str(plan))
+    model = args.model or "vidmem-tiny:wan:0"
+    try:
+        from .loading import pipeline_class_name
+        from .tiny import parse_tiny_model_id
+
+        if parse_tiny_model_id(model) is None:
+            pipeline_class_name(model)  # a missing directory: one clear line, before anything
+        pipe = load_pipeline_skeleton(model, DTYPES[args.dtype] if args.dtype else None)
+    except (ValueError, OSError) as e:
+        raise UsageError(str(e)) from None
+    plan = plan_offload(pipe, budget, device=args.device, reserve=reserve)
+    decode = _decode_plan_for(pipe, args)
+    if args.json:
+        out = plan.to_dict()
+        out["decode"] = None if decode is None else {
+            "summary": decode.summary(), "frames": decode.frames, "height": decode.height,
+            "width": decode.width, "chunk_latents": decode.chunk_latents,
+            "tile_latent": decode.tile_latent, "tiles": len(decode.tiles)}
+        print(json.dumps(out, indent=2))
+    else:
+        print(plan)
+        print("decode: " + (decode.summary() if decode is not None else
+                            "pass --num-frames, --height and --width to see the decode tiling"))
+        if decode is not None and plan.device != "cpu":
+            print("        (on CUDA the tile size is re-chosen at run time from free memory; "
+                  "out-of-memory retries halve chunks, then tiles)")
     return 0
 
 

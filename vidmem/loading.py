@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -61,3 +62,83 @@ def load_vae(model: str, dtype: torch.dtype | None = None) -> torch.nn.Module:
                                 f"directory (as written by save_pretrained)")
     kwargs = {"torch_dtype": dtype} if dtype is not None else {}
     return AutoModel.from_pretrained(model, subfolder="vae", **kwargs).eval()
+
+
+class PipelineSkeleton:
+    """A pipeline's model components with their real shapes and dtypes but no weights (meta
+    tensors), built from the configs alone, for planning: ``plan_offload`` and ``plan_decode``
+    need sizes, not values. Has what those read: ``components``, ``model_cpu_offload_seq``,
+    ``_exclude_from_cpu_offload``, ``vae``."""
+
+    def __init__(self, class_name: str, components: dict[str, Any]):
+        import diffusers
+
+        self.class_name = class_name
+        self.components = components
+        cls = getattr(diffusers, class_name, None)
+        self.model_cpu_offload_seq = getattr(cls, "model_cpu_offload_seq", None)
+        self._exclude_from_cpu_offload = list(getattr(cls, "_exclude_from_cpu_offload", []) or [])
+        for name, module in components.items():
+            setattr(self, name, module)
+
+    def __repr__(self) -> str:
+        return f"PipelineSkeleton({self.class_name}, {sorted(self.components)})"
+
+
+def load_pipeline_skeleton(model: str, dtype: torch.dtype | None = None):
+    """The model components of ``model`` on the meta device (no weights read), or the tiny
+    pipeline itself for ``vidmem-tiny:`` ids. Needs only ``model_index.json`` and each
+    component's config (a few KB from the hub for hub ids)."""
+    import json
+
+    tiny = parse_tiny_model_id(model)
+    if tiny is not None:
+        return load_pipeline(model, dtype)
+    import diffusers
+    import transformers
+    from accelerate import init_empty_weights
+
+    path = Path(model)
+    if path.exists():
+        class_name = pipeline_class_name(model)
+        index = json.loads((path / "model_index.json").read_text())
+    else:
+        from huggingface_hub import hf_hub_download
+
+        index = json.loads(Path(hf_hub_download(model, "model_index.json")).read_text())
+        class_name = index.get("_class_name")
+    components: dict[str, Any] = {}
+    verbosity = diffusers.utils.logging.get_verbosity()
+    diffusers.utils.logging.set_verbosity_error()  # no "keep in float32" notes for meta casts
+    try:
+        for name, spec in index.items():
+            module = _component_skeleton(model, name, spec, diffusers, transformers,
+                                         init_empty_weights)
+            if module is not None:
+                components[name] = module.to(dtype) if dtype is not None else module
+    finally:
+        diffusers.utils.logging.set_verbosity(verbosity)
+    return PipelineSkeleton(class_name, components)
+
+
+def _component_skeleton(model: str, name: str, spec: Any, diffusers: Any, transformers: Any,
+                        init_empty_weights: Any) -> torch.nn.Module | None:
+    """One component on the meta device from its config; ``None`` if it has no weights."""
+    if name.startswith("_") or not isinstance(spec, list) or len(spec) != 2 or spec[1] is None:
+        return None
+    library, cls_name = spec
+    if library == "diffusers":
+        cls = getattr(diffusers, cls_name, None)
+        if cls is None or not issubclass(cls, diffusers.ModelMixin):
+            return None  # schedulers and the like: no weights
+        config = cls.load_config(model, subfolder=name)
+        with init_empty_weights():
+            return cls.from_config(config)
+    if library == "transformers":
+        cls = getattr(transformers, cls_name, None)
+        if cls is None or not issubclass(cls, transformers.PreTrainedModel):
+            return None  # tokenizers, processors
+        config = transformers.AutoConfig.from_pretrained(model, subfolder=name)
+        with init_empty_weights():
+            return cls._from_config(config)
+    return None

@@ -9,6 +9,7 @@ latents, and each decoded chunk goes to the writer as uint8 and is dropped.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,10 +18,13 @@ from typing import Any, Callable
 import torch
 
 from .checkpoint import capture_rng, checkpoint_path_for, save_checkpoint
-from .decode import decode_latents
+from .decode import decode_latents, plan_decode
+from .decode.fallback import decode_with_fallback
 from .io.writer import VideoWriter
 from .memory import cuda_peak_bytes, format_bytes, peak_rss_bytes
 from .pipelines import DecodeInput, call_arguments, rule_for
+
+log = logging.getLogger("vidmem")
 
 ProgressFn = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; stages: ``"decode"`` (frames decoded), ``"write"``
@@ -40,6 +44,8 @@ class RenderReport:
     peak_rss_bytes: int = 0
     peak_cuda_bytes: int | None = None
     file_bytes: int = 0
+    #: out-of-memory retries of the decode (what failed, what plan was tried next).
+    retries: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +63,7 @@ class RenderReport:
             + (f"; peak CUDA allocated: {format_bytes(self.peak_cuda_bytes)}"
                if self.peak_cuda_bytes is not None else ""),
         ]
+        lines += [f"retried: {r}" for r in self.retries]
         return "\n".join(lines)
 
 
@@ -78,18 +85,30 @@ def decode_to_video(vae: torch.nn.Module, latents: torch.Tensor, path: str | Pat
                     tile_size: int | None = None, tile_overlap: int | None = None,
                     lossless: bool = False, decode_kwargs: dict | None = None,
                     progress: ProgressFn | None = None,
-                    writer_options: dict[str, Any] | None = None) -> RenderReport:
+                    writer_options: dict[str, Any] | None = None,
+                    oom_fallback: bool = True) -> RenderReport:
     """Decode ``latents`` (what ``vae.decode`` takes) straight into an MP4 at ``path``.
 
     Only one chunk of frames is alive at a time; the writer encodes chunk ``k`` on its thread
     while chunk ``k + 1`` decodes. Tiling options are those of :func:`vidmem.decode_latents`.
+    ``oom_fallback``: on an out-of-memory error, retry with smaller chunks, then smaller tiles
+    (:mod:`vidmem.decode.fallback`), each retry logged and listed in the report's ``retries``.
     """
     path = check_output_path(path)
     seconds: dict[str, float] = {}
-    chunks = decode_latents(vae, latents, chunk_frames=chunk_frames, overlap_frames=overlap_frames,
-                            tile_size=tile_size, tile_overlap=tile_overlap, output_type="uint8",
-                            decode_kwargs=decode_kwargs,
-                            progress=(lambda d, t: progress("decode", d, t)) if progress else None)
+    retries: list[str] = []
+    options = dict(chunk_frames=chunk_frames, overlap_frames=overlap_frames, tile_size=tile_size,
+                   tile_overlap=tile_overlap, decode_kwargs=decode_kwargs,
+                   progress=(lambda d, t: progress("decode", d, t)) if progress else None)
+    if oom_fallback:
+        def on_retry(message: str) -> None:
+            retries.append(message)
+            log.warning("%s", message)
+
+        plan_decode(vae, latents, **{k: v for k, v in options.items() if k != "progress"})
+        chunks = decode_with_fallback(vae, latents, on_retry=on_retry, **options)
+    else:
+        chunks = decode_latents(vae, latents, output_type="uint8", **options)
     decode_s = write_s = 0.0
     height = width = 0
     writer_progress = (lambda n, _b: progress("write", n, 0)) if progress else None
@@ -110,7 +129,7 @@ def decode_to_video(vae: torch.nn.Module, latents: torch.Tensor, path: str | Pat
     seconds["write"] = write_s
     return RenderReport(path=str(path), frames=writer.frames_written, height=height, width=width,
                         fps=float(fps), seconds=seconds, peak_rss_bytes=peak_rss_bytes(),
-                        peak_cuda_bytes=cuda_peak_bytes(),
+                        peak_cuda_bytes=cuda_peak_bytes(), retries=retries,
                         file_bytes=path.stat().st_size if path.exists() else 0)
 
 

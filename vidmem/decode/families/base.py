@@ -72,6 +72,12 @@ class FamilyAdapter:
         """Canonical pixels -> the layout ``vae.decode(latents).sample`` has."""
         return pixels
 
+    def example_latents(self, t: int, h: int, w: int, device: str = "meta") -> torch.Tensor:
+        """Latents of this size in the VAE's native ``decode`` layout (for planning: shapes only,
+        meta tensors by default)."""
+        channels = config_value(self.vae, "latent_channels", "z_dim", default=4)
+        return torch.empty(1, int(channels), t, h, w, device=device)
+
     #: index of the time axis in the native decode output (for concatenating ``"pt"`` chunks).
     native_time_axis: ClassVar[int] = 2
 

@@ -51,6 +51,10 @@ class SVDTemporalAdapter(FamilyAdapter):
         b = latents.shape[0] // frames
         return latents.reshape(b, frames, *latents.shape[1:]).permute(0, 2, 1, 3, 4)
 
+    def example_latents(self, t: int, h: int, w: int, device: str = "meta") -> torch.Tensor:
+        channels = config_value(self.vae, "latent_channels", default=4)
+        return torch.empty(t, int(channels), h, w, device=device)
+
     def from_canonical(self, pixels: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = pixels.shape
         return pixels.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
