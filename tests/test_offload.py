@@ -126,3 +126,51 @@ def test_no_accelerator_plans_cpu_and_installs_nothing(pipe, monkeypatch):
     cuda_plan = plan_offload(pipe, "8GiB", device="cuda")
     assert cuda_plan.device == "cuda"
     assert not cuda_plan.apply(pipe).active
+
+
+def test_next_model_component_is_prefetched_when_both_fit(pipe):
+    """Three `model` components where any two fit: while one runs the next is copied in (on a
+    side stream on CUDA), and the stage start then waits for it instead of copying."""
+    s = sizes(pipe)
+    from vidmem.offload.plan import ComponentPlan, OffloadPlan
+
+    comps = [ComponentPlan(n, s[n], "model") for n in ("text_encoder", "transformer", "vae")]
+    plan = OffloadPlan("cuda", s["transformer"] + s["vae"] + 1, 0, comps)
+    comps[0].prefetch, comps[1].prefetch = "transformer", "vae"
+    applied = plan.apply(pipe, simulate=True)
+    expected = pipe(**CALL, generator=torch.Generator().manual_seed(0), output_type="np").frames
+    applied.remove()
+    assert applied.events[:6] == [("onload", "text_encoder"), ("prefetch", "transformer"),
+                                  ("offload", "text_encoder"), ("onload", "transformer"),
+                                  ("prefetch", "vae"), ("offload", "transformer")]
+    assert applied.events[6] == ("onload", "vae")
+    baseline = pipe(**CALL, generator=torch.Generator().manual_seed(0), output_type="np").frames
+    assert np.array_equal(expected, baseline)
+
+
+def test_planner_prefetches_only_within_the_budget():
+    """A chain where the big middle stage must stream blocks: the planner keeps one small
+    component resident and prefetches the next `model` component only when both fit."""
+    from types import SimpleNamespace
+
+    def weights(n):  # a module of n float32 parameters
+        return torch.nn.Linear(n, 1, bias=False)
+
+    def chain(d_size):
+        big = torch.nn.Module()
+        big.blocks = torch.nn.ModuleList(weights(100) for _ in range(10))
+        return SimpleNamespace(model_cpu_offload_seq="a->big->c->d",
+                               components={"a": weights(100), "big": big, "c": weights(100),
+                                           "d": weights(d_size)})
+
+    plan = plan_offload(chain(100), 350 * 4, device="cuda", reserve=0)
+    strategy = {c.name: c.strategy for c in plan.components}
+    assert strategy == {"a": "resident", "big": "blocks", "c": "model", "d": "model"}
+    assert plan.component("c").prefetch == "d"  # resident a + c + d = 300 floats <= 350
+    assert plan.component("c").stage_peak_bytes == 300 * 4
+    assert plan.predicted_peak_bytes <= plan.budget_bytes
+    assert "prefetches d" in str(plan)
+    no_room = plan_offload(chain(200), 350 * 4, device="cuda", reserve=0)  # a + c + d = 400
+    assert {c.name: c.strategy for c in no_room.components} == strategy
+    assert all(c.prefetch is None for c in no_room.components)
+    assert no_room.predicted_peak_bytes <= no_room.budget_bytes

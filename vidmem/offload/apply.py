@@ -2,16 +2,21 @@
 
 * ``resident`` components move to the device once.
 * ``model`` components get an accelerate ``ModelHook``: before a component's forward it is moved
-  in (from pinned host memory, non-blocking) and every other ``model`` component is moved out, so
-  only the resident set plus the running stage occupy the device. Using accelerate's hook type
-  (with ``execution_device``) keeps diffusers' ``_execution_device`` and ``vae.decode``'s
+  in and the previous ``model`` component is moved out, so only the resident set plus the running
+  stage occupy the device. Their weights live in pinned host memory (up to a cap) for the whole
+  render: moving in is a non-blocking copy, moving out is dropping the device copy (weights do not
+  change, so nothing is copied back). Where the plan says so (``ComponentPlan.prefetch``), the next
+  component is copied in on a side CUDA stream while the current one computes, and the main stream
+  waits for that copy only when the next stage starts. Using accelerate's hook type (with
+  ``execution_device``) keeps diffusers' ``_execution_device`` and ``vae.decode``'s
   ``apply_forward_hook`` working unchanged.
 * ``blocks`` components use diffusers' group offloading (block level, CUDA-stream prefetch of the
   next group) rather than a rewrite of it.
 * :meth:`AppliedPlan.prepare_for_decode` moves everything but the VAE out before the decode
   (diffusers leaves the last model of its chain resident, diffusers #11376).
 
-Every move is recorded in ``AppliedPlan.events`` as ``("onload" | "offload", name)``, so the
+Every move is recorded in ``AppliedPlan.events`` as ``("onload" | "offload" | "prefetch", name)``
+(a prefetched component's stage start records ``("onload", name)`` too), so the
 sequencing can be tested on a machine without CUDA (``simulate=True`` runs the same logic with
 the host as both devices).
 """
@@ -43,6 +48,48 @@ def _host_ram_bytes() -> int:
         return 0
 
 
+class HostCopy:
+    """A component's weights kept on the host (pinned when asked), with device copies on demand.
+
+    Why not ``module.to(device)`` / ``module.to("cpu")``: moving out would copy the weights back
+    into fresh pageable memory every stage; here the host copy is made once, moving out only
+    swaps each tensor's ``.data`` back to it, and moving in copies from pinned memory
+    asynchronously (optionally on a side stream)."""
+
+    def __init__(self, module: torch.nn.Module, pin: bool):
+        seen: set[int] = set()
+        self.tensors: list[torch.Tensor] = []
+        for t in list(module.parameters()) + list(module.buffers()):
+            if id(t) not in seen:
+                seen.add(id(t))
+                self.tensors.append(t)
+        self.host = []
+        for t in self.tensors:
+            data = t.data.to("cpu")
+            self.host.append(data.pin_memory() if pin else data)
+        self.to_host()
+
+    def to_device(self, device: torch.device, stream: Any = None) -> None:
+        import contextlib
+
+        ctx = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+        with ctx:
+            for t, h in zip(self.tensors, self.host):
+                t.data = h.to(device, non_blocking=device.type == "cuda")
+
+    def used_by_current_stream(self) -> None:
+        """Tell the caching allocator the prefetched tensors are now used on the main stream, so
+        their memory is not reused by the side stream while kernels still read it."""
+        stream = torch.cuda.current_stream()
+        for t in self.tensors:
+            if t.data.is_cuda:
+                t.data.record_stream(stream)
+
+    def to_host(self) -> None:
+        for t, h in zip(self.tensors, self.host):
+            t.data = h
+
+
 @dataclass
 class AppliedPlan:
     """Handle of an installed plan: its events, the decode preparation, and removal."""
@@ -56,6 +103,10 @@ class AppliedPlan:
     _hooked: list[torch.nn.Module] = field(default_factory=list)
     _current: str | None = None
     _pinned_bytes: int = 0
+    _host: dict[str, HostCopy] = field(default_factory=dict)
+    #: in-flight prefetch: component name -> the CUDA event its copy completes (None: simulated).
+    _prefetched: dict[str, Any] = field(default_factory=dict)
+    _side_stream: Any = None
 
     def _record(self, kind: str, name: str) -> None:
         self.events.append((kind, name))
@@ -64,29 +115,65 @@ class AppliedPlan:
 
     def _move(self, name: str, kind: str) -> None:
         """``kind`` "onload": to the plan's device; "offload": back to the host."""
-        module = self.modules[name]
-        device = self.device if kind == "onload" else torch.device("cpu")
-        if device.type == "cuda":
-            module.to(device, non_blocking=True)
+        host = self._host.get(name)
+        if host is not None:
+            if kind == "onload":
+                host.to_device(self.device)
+            else:
+                host.to_host()
         else:
-            module.to(device)
+            module = self.modules[name]
+            device = self.device if kind == "onload" else torch.device("cpu")
+            module.to(device, non_blocking=device.type == "cuda")
         self._record(kind, name)
 
+    def _prefetch(self, name: str) -> None:
+        """Start copying ``name`` in on the side stream (or, simulated, just record it)."""
+        host = self._host[name]
+        if self.device.type == "cuda":
+            if self._side_stream is None:
+                self._side_stream = torch.cuda.Stream(self.device)
+            # the side stream must not start before the main stream's pending work that freed
+            # the memory it is about to reuse
+            self._side_stream.wait_stream(torch.cuda.current_stream(self.device))
+            host.to_device(self.device, self._side_stream)
+            event = torch.cuda.Event()
+            event.record(self._side_stream)
+            self._prefetched[name] = event
+        else:
+            host.to_device(self.device)
+            self._prefetched[name] = None
+        self._record("prefetch", name)
+
     def activate(self, name: str) -> None:
-        """Make ``name`` the running ``model`` component: others out, it in."""
+        """Make ``name`` the running ``model`` component: the previous one out, it in, and the
+        next one (if the plan says so) prefetched."""
         if not self.active or self._current == name:
             return
-        for other, module in self.modules.items():
-            if other != name and self.plan.component(other).strategy == "model" \
-                    and other == self._current:
-                self._move(other, "offload")
-        self._move(name, "onload")
+        if self._current is not None and self.plan.component(self._current).strategy == "model":
+            self._move(self._current, "offload")
+        if name in self._prefetched:
+            event = self._prefetched.pop(name)
+            if event is not None:
+                torch.cuda.current_stream(self.device).wait_event(event)
+                self._host[name].used_by_current_stream()
+            self._record("onload", name)
+        else:
+            self._move(name, "onload")
         self._current = name
+        nxt = self.plan.component(name).prefetch
+        if nxt is not None and nxt in self._host and nxt not in self._prefetched:
+            self._prefetch(nxt)
 
     def prepare_for_decode(self, vae_name: str = "vae") -> None:
         """Everything the decode does not need leaves the device; the VAE comes in."""
         if not self.active:
             return
+        for name in list(self._prefetched):
+            if name != vae_name:  # a prefetch the decode will not use
+                self._prefetched.pop(name)
+                self._host[name].to_host()
+                self._record("offload", name)
         if self._current is not None and self._current != vae_name:
             self._move(self._current, "offload")
             self._current = None
@@ -103,8 +190,14 @@ class AppliedPlan:
             remove_hook_from_module(module)
         self._hooked.clear()
         if self.active:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self._prefetched.clear()
             for name, module in self.modules.items():
-                module.to("cpu")
+                if name in self._host:
+                    self._host[name].to_host()
+                else:
+                    module.to("cpu")
         self._current = None
 
 
@@ -164,11 +257,9 @@ def apply_plan(pipe: Any, plan: OffloadPlan, *, simulate: bool = False,
         if c.strategy == "resident":
             applied._move(c.name, "onload")
         elif c.strategy == "model":
-            module.to("cpu")
-            if pin_memory and device.type == "cuda" and applied._pinned_bytes + c.bytes <= pin_cap:
-                for p in list(module.parameters()) + list(module.buffers()):
-                    p.data = p.data.pin_memory()
-                applied._pinned_bytes += c.bytes
+            pin = pin_memory and device.type == "cuda" and applied._pinned_bytes + c.bytes <= pin_cap
+            applied._host[c.name] = HostCopy(module, pin)
+            applied._pinned_bytes += c.bytes if pin else 0
             add_hook_to_module(module, _make_hook(applied, c.name))
             applied._hooked.append(module)
         else:  # blocks: diffusers' group offloading, with stream prefetch on CUDA

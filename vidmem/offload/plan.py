@@ -64,6 +64,9 @@ class ComponentPlan:
     blocks_per_group: int = 0
     leftover_bytes: int = 0
     stage_peak_bytes: int = 0
+    #: the ``model`` component copied in on a side stream while this one runs (``None``: none,
+    #: or the two together would not fit the budget).
+    prefetch: str | None = None
 
     @property
     def stage_need(self) -> int:
@@ -120,6 +123,8 @@ class OffloadPlan:
         for c in self.components:
             detail = (f"{c.blocks} blocks of {format_bytes(c.block_bytes)}, "
                       f"{c.blocks_per_group} per group" if c.strategy == "blocks" else "")
+            if c.prefetch:
+                detail = f"prefetches {c.prefetch}"
             lines.append(f"{c.name:<16} {format_bytes(c.bytes):>11}  {c.strategy:<9} "
                          f"{format_bytes(c.stage_peak_bytes):>11}  {detail}")
         return "\n".join(lines)
@@ -218,4 +223,13 @@ def plan_offload(pipe: Any, budget: int | str, *, device: str | None = None,
             room = available - used - c.leftover_bytes
             c.blocks_per_group = max(1, min(c.blocks, room // (2 * max(c.block_bytes, 1))))
         c.stage_peak_bytes = used + (c.stage_need if c.strategy != "resident" else 0) + reserve_bytes
+    # Prefetch: while a model component runs, copy the next one in on a side stream, if both fit
+    # beside the resident set. Its stage peak then includes the incoming component.
+    for i, c in enumerate(comps):
+        later = [x for x in comps[i + 1:] if x.strategy != "resident"]
+        nxt = later[0] if later else None
+        if c.strategy == "model" and nxt is not None and nxt.strategy == "model" \
+                and used + c.bytes + nxt.bytes <= available:
+            c.prefetch = nxt.name
+            c.stage_peak_bytes += nxt.bytes
     return plan
