@@ -21,6 +21,7 @@ def cli(*args):
 #: HunyuanVideo) equal the pipeline's single-call decode only in one window: --chunk-frames 1000.
 FAMILIES = {
     "wan": (9, []),
+    "wan-i2v": (9, []),
     "cogvideox": (9, []),
     "ltx": (9, ["--chunk-frames", "1000"]),
     "mochi": (7, []),
@@ -47,12 +48,12 @@ def test_render_from_a_saved_pipeline_equals_its_own_output(family, tmp_path):
                   generator=torch.Generator().manual_seed(3))
     args = ["--num-frames", str(frames), "--height", "64", "--width", "96", "--steps", "2",
             "--seed", "3"]
-    if family == "svd":
+    if family in ("svd", "wan-i2v"):
         image = tmp_path / "first.png"
         Image.fromarray(np.random.RandomState(0).randint(0, 255, (64, 96, 3), np.uint8)).save(image)
         kwargs["image"] = load_image(str(image))
         args += ["--image", str(image)]
-    else:
+    if family != "svd":
         kwargs["prompt"] = "a tiny boat"
         args += ["--prompt", "a tiny boat"]
     torch.manual_seed(3)  # as the CLI does: decoders that inject noise use the global RNG

@@ -402,8 +402,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         from .loading import pipeline_class_name
         from .tiny import parse_tiny_model_id
 
-        if parse_tiny_model_id(model) is None:
+        tiny = parse_tiny_model_id(model)
+        if tiny is None:
             pipeline_class_name(model)  # a missing directory: one clear line, before anything
+        else:  # the tiny pipelines' small default sizes, as `vidmem render` uses them
+            args.num_frames = args.num_frames or TINY_FRAMES.get(tiny[0], 17)
+            args.height = args.height or TINY_DEFAULTS["height"]
+            args.width = args.width or TINY_DEFAULTS["width"]
         pipe = load_pipeline_skeleton(model, DTYPES[args.dtype] if args.dtype else None)
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from None

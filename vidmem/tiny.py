@@ -107,6 +107,26 @@ def _wan(seed: int):
                        transformer=transformer, vae=vae, scheduler=scheduler)
 
 
+def _wan_i2v(seed: int):
+    """Wan 2.2 I2V layout: two transformers (high / low noise, switched at ``boundary_ratio``),
+    the image encoded by the VAE and concatenated with a mask (36 input channels), no CLIP."""
+    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+
+    base = _wan(seed)
+
+    def transformer(offset: int):
+        torch.manual_seed(seed + offset)
+        return WanTransformer3DModel(
+            patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=36,
+            out_channels=16, text_dim=32, freq_dim=32, ffn_dim=32, num_layers=2,
+            cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=1024).eval()
+
+    return WanImageToVideoPipeline(tokenizer=base.tokenizer, text_encoder=base.text_encoder,
+                                   vae=base.vae, scheduler=base.scheduler,
+                                   transformer=transformer(2), transformer_2=transformer(3),
+                                   boundary_ratio=0.5)
+
+
 def _cogvideox(seed: int):
     from diffusers import (AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline,
                            CogVideoXTransformer3DModel)
@@ -262,7 +282,7 @@ def _animatediff(seed: int):
 
 
 #: the diffusers pipeline class each tiny family builds (known without building it).
-_CLASSES = {"wan": "WanPipeline", "cogvideox": "CogVideoXPipeline", "ltx": "LTXPipeline",
+_CLASSES = {"wan": "WanPipeline", "wan-i2v": "WanImageToVideoPipeline", "cogvideox": "CogVideoXPipeline", "ltx": "LTXPipeline",
             "mochi": "MochiPipeline", "hunyuanvideo": "HunyuanVideoPipeline",
             "svd": "StableVideoDiffusionPipeline", "animatediff": "AnimateDiffPipeline"}
 
@@ -275,7 +295,7 @@ def tiny_pipeline_class(family: str) -> str:
     return _CLASSES[family]
 
 
-_BUILDERS = {"wan": _wan, "cogvideox": _cogvideox, "ltx": _ltx, "mochi": _mochi,
+_BUILDERS = {"wan": _wan, "wan-i2v": _wan_i2v, "cogvideox": _cogvideox, "ltx": _ltx, "mochi": _mochi,
              "hunyuanvideo": _hunyuanvideo, "svd": _svd, "animatediff": _animatediff}
 SUPPORTED_TINY_FAMILIES = tuple(_BUILDERS)
 
@@ -284,7 +304,8 @@ def tiny_pipeline(family: str = "wan", seed: int = 0):
     """Return a real diffusers pipeline of ``family`` with tiny, seeded random weights.
 
     Families: ``"wan"`` (``WanPipeline``: the default render; a 17-frame 64x96 clip with 2 steps
-    takes about a second on a CPU), ``"cogvideox"``, ``"ltx"`` (timestep-conditioned decoder),
+    takes about a second on a CPU), ``"wan-i2v"`` (Wan 2.2 I2V layout: two transformers),
+    ``"cogvideox"``, ``"ltx"`` (timestep-conditioned decoder),
     ``"mochi"``, ``"hunyuanvideo"``, ``"svd"`` (image-to-video) and ``"animatediff"`` (image VAE).
     Text encoders are real transformers classes over a byte-level tokenizer; nothing downloads.
     """
