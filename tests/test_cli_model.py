@@ -26,6 +26,7 @@ FAMILIES = {
     "ltx": (9, ["--chunk-frames", "1000"]),
     "mochi": (7, []),
     "hunyuanvideo": (9, ["--chunk-frames", "1000"]),
+    "hunyuanvideo15": (9, []),
     "svd": (6, ["--chunk-frames", "1000"]),
     "animatediff": (6, []),
 }

@@ -21,7 +21,7 @@ EXAMPLES_RENDER = """examples:
       --num-frames 81 --height 480 --width 832 --steps 30 --out wan.mp4
   vidmem render --model ./svd-xt --image first_frame.png --num-frames 25 --out svd.mp4
   vidmem render --model vidmem-tiny:ltx:0 --out ltx.mp4   # tiny LTX-Video (also: cogvideox,
-                                                         # mochi, hunyuanvideo, svd, animatediff)
+      # mochi, hunyuanvideo, hunyuanvideo15, animatediff; wan-i2v and svd with --image)
 """
 
 

@@ -222,6 +222,42 @@ def _hunyuanvideo(seed: int):
                                 tokenizer_2=tiny_tokenizer(77))
 
 
+def _hunyuanvideo15(seed: int):
+    """HunyuanVideo 1.5 T2V: Qwen2.5-VL text model (chat template), ByT5 glyph encoder, the
+    fully causal 1.5 VAE."""
+    from diffusers import (AutoencoderKLHunyuanVideo15, ClassifierFreeGuidance,
+                           FlowMatchEulerDiscreteScheduler, HunyuanVideo15Pipeline,
+                           HunyuanVideo15Transformer3DModel)
+    from transformers import (ByT5Tokenizer, Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel, T5Config,
+                              T5EncoderModel)
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKLHunyuanVideo15(latent_channels=4, block_out_channels=(8,) * 5,
+                                      layers_per_block=1).eval()
+    torch.manual_seed(seed + 1)
+    qwen = Qwen2_5_VLTextModel(Qwen2_5_VLTextConfig(
+        vocab_size=260, hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
+        bos_token_id=0, eos_token_id=1, pad_token_id=0,
+        rope_scaling={"type": "default", "mrope_section": [1, 1, 2], "rope_type": "default"})).eval()
+    tokenizer = tiny_tokenizer(1200)
+    tokenizer.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}"
+                               "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    torch.manual_seed(seed + 2)
+    byt5 = T5EncoderModel(T5Config(vocab_size=384, d_model=16, d_kv=8, d_ff=32, num_layers=1,
+                                   num_heads=2, relative_attention_num_buckets=8,
+                                   feed_forward_proj="gated-gelu")).eval()
+    torch.manual_seed(seed + 3)
+    transformer = HunyuanVideo15Transformer3DModel(
+        in_channels=2 * 4 + 1, out_channels=4, num_attention_heads=2, attention_head_dim=8,
+        num_layers=1, num_refiner_layers=1, text_embed_dim=16, text_embed_2_dim=16,
+        image_embed_dim=12, rope_axes_dim=(2, 2, 4), target_size=64, task_type="t2v").eval()
+    return HunyuanVideo15Pipeline(
+        text_encoder=qwen, tokenizer=tokenizer, transformer=transformer, vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), text_encoder_2=byt5,
+        tokenizer_2=ByT5Tokenizer(), guider=ClassifierFreeGuidance(guidance_scale=6.0))
+
+
 def _svd(seed: int):
     from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler,
                            StableVideoDiffusionPipeline, UNetSpatioTemporalConditionModel)
@@ -284,6 +320,7 @@ def _animatediff(seed: int):
 #: the diffusers pipeline class each tiny family builds (known without building it).
 _CLASSES = {"wan": "WanPipeline", "wan-i2v": "WanImageToVideoPipeline", "cogvideox": "CogVideoXPipeline", "ltx": "LTXPipeline",
             "mochi": "MochiPipeline", "hunyuanvideo": "HunyuanVideoPipeline",
+            "hunyuanvideo15": "HunyuanVideo15Pipeline",
             "svd": "StableVideoDiffusionPipeline", "animatediff": "AnimateDiffPipeline"}
 
 
@@ -295,8 +332,9 @@ def tiny_pipeline_class(family: str) -> str:
     return _CLASSES[family]
 
 
-_BUILDERS = {"wan": _wan, "wan-i2v": _wan_i2v, "cogvideox": _cogvideox, "ltx": _ltx, "mochi": _mochi,
-             "hunyuanvideo": _hunyuanvideo, "svd": _svd, "animatediff": _animatediff}
+_BUILDERS = {"wan": _wan, "wan-i2v": _wan_i2v, "cogvideox": _cogvideox, "ltx": _ltx,
+             "mochi": _mochi, "hunyuanvideo": _hunyuanvideo, "hunyuanvideo15": _hunyuanvideo15,
+             "svd": _svd, "animatediff": _animatediff}
 SUPPORTED_TINY_FAMILIES = tuple(_BUILDERS)
 
 
@@ -306,7 +344,7 @@ def tiny_pipeline(family: str = "wan", seed: int = 0):
     Families: ``"wan"`` (``WanPipeline``: the default render; a 17-frame 64x96 clip with 2 steps
     takes about a second on a CPU), ``"wan-i2v"`` (Wan 2.2 I2V layout: two transformers),
     ``"cogvideox"``, ``"ltx"`` (timestep-conditioned decoder),
-    ``"mochi"``, ``"hunyuanvideo"``, ``"svd"`` (image-to-video) and ``"animatediff"`` (image VAE).
+    ``"mochi"``, ``"hunyuanvideo"``, ``"hunyuanvideo15"``, ``"svd"`` (image-to-video) and ``"animatediff"`` (image VAE).
     Text encoders are real transformers classes over a byte-level tokenizer; nothing downloads.
     """
     builder = _BUILDERS.get(family)
