@@ -8,6 +8,8 @@ import torch
 from vidmem import decode_latents, plan_decode
 from vidmem.metrics import psnr
 
+from family_vaes import tiny_ltx_vae
+
 
 def hunyuan15():
     from diffusers import AutoencoderKLHunyuanVideo15
@@ -19,17 +21,7 @@ def hunyuan15():
 
 
 def ltx(causal=True, inject_noise=False, timestep_conditioning=False):
-    from diffusers import AutoencoderKLLTXVideo
-
-    torch.manual_seed(0)
-    vae = AutoencoderKLLTXVideo(
-        in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8, 8, 8, 8),
-        decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
-        decoder_layers_per_block=(1, 1, 1, 1, 1), spatio_temporal_scaling=(True, True, False, False),
-        decoder_spatio_temporal_scaling=(True, True, False, False),
-        decoder_inject_noise=(inject_noise,) * 5, upsample_residual=(False,) * 4,
-        upsample_factor=(1,) * 4, timestep_conditioning=timestep_conditioning, patch_size=1,
-        patch_size_t=1, encoder_causal=True, decoder_causal=causal).eval()
+    vae = tiny_ltx_vae(causal, inject_noise, timestep_conditioning)
     return vae, 8, lambda z: vae.decoder(z, None)
 
 

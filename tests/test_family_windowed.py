@@ -7,6 +7,8 @@ import torch
 from vidmem import decode_latents, plan_decode
 from vidmem.metrics import psnr
 
+from family_vaes import tiny_ltx_vae
+
 
 def hunyuan():
     from diffusers import AutoencoderKLHunyuanVideo
@@ -21,17 +23,7 @@ def hunyuan():
 
 
 def ltx(timestep_conditioning=False):
-    from diffusers import AutoencoderKLLTXVideo
-
-    torch.manual_seed(0)
-    vae = AutoencoderKLLTXVideo(
-        in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8, 8, 8, 8),
-        decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
-        decoder_layers_per_block=(1, 1, 1, 1, 1), spatio_temporal_scaling=(True, True, False, False),
-        decoder_spatio_temporal_scaling=(True, True, False, False),
-        decoder_inject_noise=(False,) * 5, upsample_residual=(False,) * 4, upsample_factor=(1,) * 4,
-        timestep_conditioning=timestep_conditioning, patch_size=1, patch_size_t=1,
-        encoder_causal=True, decoder_causal=False).eval()
+    vae = tiny_ltx_vae(causal=False, timestep_conditioning=timestep_conditioning)
     return vae, 8, lambda z, temb=None: vae.decoder(z, temb)
 
 

@@ -1,0 +1,18 @@
+"""Tiny VAE configs shared by the family tests (random weights, fixed seed)."""
+
+import torch
+
+
+def tiny_ltx_vae(causal=False, inject_noise=False, timestep_conditioning=False):
+    """An ``AutoencoderKLLTXVideo`` with x4 time (two temporal upsamplers) and x4 space."""
+    from diffusers import AutoencoderKLLTXVideo
+
+    torch.manual_seed(0)
+    return AutoencoderKLLTXVideo(
+        in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1), spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False),
+        decoder_inject_noise=(inject_noise,) * 5, upsample_residual=(False,) * 4,
+        upsample_factor=(1,) * 4, timestep_conditioning=timestep_conditioning, patch_size=1,
+        patch_size_t=1, encoder_causal=True, decoder_causal=causal).eval()
