@@ -23,3 +23,29 @@ def run_child(module: str, argv: list[str]) -> dict:
 def save_json(path: Path, result: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
+
+
+def plot_rss_vs_frames(rows: list[dict], title: str, path: Path) -> Path | None:
+    """Line plot of peak RSS (MiB) against frames, one line per ``case``; ``None`` (and no file)
+    when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for case in sorted({r["case"] for r in rows}):
+        pts = sorted((r["frames"], r["peak_rss"] / 2**20) for r in rows if r["case"] == case)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=case)
+    ax.set_xlabel("frames")
+    ax.set_ylabel("peak RSS (MiB)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,6 +1,11 @@
 """Run every benchmark (each case in its own subprocess), print the tables, write JSON and plots.
 
-    python -m benchmarks.run [--quick] [--out DIR]
+Benchmarks: VAE decode alone (``bench_decode``), MP4 writing alone (``bench_writer``), end to
+end, latents to MP4, the diffusers way vs ``vidmem.decode_to_video`` (``bench_e2e``), decode
+quality per VAE family (``bench_quality``), and with ``--device cuda`` the offload comparison
+(``bench_offload``: diffusers' offload levers vs vidmem plans, peak device memory and time).
+
+    python -m benchmarks.run [--quick] [--device cpu|cuda] [--out DIR]
 
 ``--quick`` uses the smallest sizes (the test suite runs it so the benchmarks never rot). Plots
 need matplotlib (``pip install -e ".[bench]"``); without it the JSON and tables are still written.
@@ -14,38 +19,25 @@ import platform
 import sys
 from pathlib import Path
 
-from . import bench_decode, bench_writer
+from . import bench_decode, bench_e2e, bench_offload, bench_quality, bench_writer
+from .common import plot_rss_vs_frames
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 
-def _plot(results: dict, out: Path) -> list[Path]:
-    try:
-        import matplotlib
+PLOTS = (("decode", "VAE decode: peak RSS vs frames"),
+         ("writer", "MP4 writing: peak RSS vs frames"),
+         ("e2e", "Decode + write MP4: peak RSS vs frames"))
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: skipping plots (pip install -e '.[bench]')",
-              file=sys.stderr)
-        return []
+
+def _plot(results: dict, out: Path) -> list[Path]:
     written = []
-    for name, title in (("decode", "VAE decode: peak RSS vs frames"),
-                        ("writer", "MP4 writing: peak RSS vs frames")):
-        rows = results[name]["rows"]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for case in sorted({r["case"] for r in rows}):
-            pts = sorted((r["frames"], r["peak_rss"] / 2**20) for r in rows if r["case"] == case)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=case)
-        ax.set_xlabel("frames")
-        ax.set_ylabel("peak RSS (MiB)")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        path = out / f"{name}_rss.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+    for name, title in PLOTS:
+        path = plot_rss_vs_frames(results[name]["rows"], title, out / f"{name}_rss.png")
+        if path is None:
+            print("matplotlib not installed: skipping plots (pip install -e '.[bench]')",
+                  file=sys.stderr)
+            return []
         written.append(path)
     return written
 
@@ -53,6 +45,8 @@ def _plot(results: dict, out: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda adds the offload benchmark (needs a CUDA device)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -62,7 +56,11 @@ def main(argv: list[str] | None = None) -> dict:
                     "processor": platform.machine()},
         "decode": bench_decode.main(quick + ["--out", str(args.out / "decode.json")]),
         "writer": bench_writer.main(quick + ["--out", str(args.out / "writer.json")]),
+        "e2e": bench_e2e.main(quick + ["--out", str(args.out / "e2e.json"), "--no-plot"]),
+        "quality": bench_quality.main(quick + ["--out", str(args.out / "quality.json")]),
     }
+    if args.device == "cuda":
+        results["offload"] = bench_offload.main(quick + ["--out", str(args.out / "offload.json")])
     plots = _plot(results, args.out)
     (args.out / "all.json").write_text(json.dumps(results, indent=2))
     print(f"\nresults: {args.out / 'all.json'}" + "".join(f"\nplot: {p}" for p in plots))
