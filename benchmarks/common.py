@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,11 +11,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_child(module: str, argv: list[str]) -> dict:
-    """Run ``python -m module argv`` in a fresh process (so its peak RSS is its own) and return
-    the JSON object it prints last."""
+def run_child(module: str, argv: list[str], env: dict[str, str] | None = None) -> dict:
+    """Run ``python -m module argv`` in a fresh process (so its peak RSS is its own), with ``env``
+    added to the environment, and return the JSON object it prints last."""
     proc = subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True,
-                          cwd=ROOT)
+                          cwd=ROOT, env={**os.environ, **(env or {})})
     if proc.returncode != 0:
         raise RuntimeError(f"{module} {' '.join(argv)} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -14,7 +14,7 @@ def test_quick_benchmarks_run_and_write_results(tmp_path):
     assert proc.returncode == 0, proc.stderr
     results = json.loads((tmp_path / "all.json").read_text())
     decode_cases = {r["case"] for r in results["decode"]["rows"]}
-    assert decode_cases == {"diffusers", "diffusers_tiled", "vidmem_tiled"}
+    assert decode_cases == {"diffusers", "diffusers_tiled", "vidmem_tiled", "vidmem_tiled_mmap4m"}
     assert results["decode"]["quality"]["vidmem_untiled"]["max_abs"] == 0.0
     writer_cases = {r["case"] for r in results["writer"]["rows"]}
     assert writer_cases == {"vidmem", "export_to_video", "imageio_stream"}
