@@ -182,10 +182,10 @@ def test_backpressure_bounds_the_queue(tmp_path, monkeypatch):
     gate = threading.Event()
     max_seen = []
 
-    def slow(self, container, stream, chunk):
+    def slow(self, chunk):
         gate.wait(0.3)
         max_seen.append(self._queue.qsize())
-        original(self, container, stream, chunk)
+        original(self, chunk)
 
     monkeypatch.setattr(VideoWriter, "_encode_chunk", slow)
     frames = smooth_clip(n=24, h=16, w=16)
@@ -263,3 +263,81 @@ def test_sigkill_mid_clip_leaves_a_playable_partial_file(tmp_path):
     frames, _ = read_video(partial)
     assert len(frames) >= 3 * 8  # every completed chunk decodes
     assert (frames[16].astype(int) - 46).__abs__().mean() < 40  # chunk 2's content, not garbage
+
+
+def _top_level_atoms(path) -> list[str]:
+    import struct
+
+    names = []
+    with open(path, "rb") as f:
+        while header := f.read(8):
+            size, name = struct.unpack(">I4s", header)
+            if size == 1:
+                size = struct.unpack(">Q", f.read(8))[0] - 8
+            f.seek(size - 8, 1)
+            names.append(name.decode())
+    return names
+
+
+def test_one_encoder_while_busy_and_a_keyframe_at_every_chunk(tmp_path, monkeypatch):
+    """While chunks keep coming the encoder is never restarted; each chunk starts with a
+    keyframe, so the stream can be cut cleanly at any completed chunk."""
+    created = []
+    original = VideoWriter._new_encoder
+
+    def counting(self):
+        created.append(1)
+        return original(self)
+
+    monkeypatch.setattr(VideoWriter, "_new_encoder", counting)
+    frames = smooth_clip(n=40)
+    write_chunks(tmp_path / "x.mp4", frames, chunk=8, flush_after=30)
+    assert len(created) == 1
+    with av.open(str(tmp_path / "x.mp4")) as c:
+        stream = c.streams.video[0]
+        keys = sorted(round(p.pts * stream.time_base * 16) for p in c.demux(stream)
+                      if p.pts is not None and p.is_keyframe)
+    assert set(range(0, 40, 8)) <= set(keys)
+
+
+def test_an_idle_writer_completes_its_chunks_without_more_input(tmp_path):
+    """The encoder holds frames back (lookahead); when no input comes for ``flush_after``
+    seconds it drains, so a chunk is on disk without waiting for the next one or for close."""
+    calls = []
+    with VideoWriter(tmp_path / "x.mp4", 16, flush_after=0.1,
+                     progress=lambda n, b: calls.append(n)) as w:
+        w.write(smooth_clip(n=6))
+        deadline = time.monotonic() + 30
+        while w.frames_written < 6 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert w.frames_written == 6 and calls == [6]
+        assert len(read_video(w.partial_path)[0]) == 6
+        w.write(smooth_clip(n=4, seed=1))  # a fresh encoder continues the same stream
+    got, _ = read_video(tmp_path / "x.mp4")
+    assert len(got) == 10 and calls == [6, 10]
+
+
+def test_final_file_has_its_index_first_even_when_the_reservation_is_too_small(tmp_path,
+                                                                               monkeypatch,
+                                                                               caplog):
+    from vidmem.io import writer as writer_module
+
+    frames = smooth_clip(n=30)
+    write_chunks(tmp_path / "reserved.mp4", frames)
+    atoms = _top_level_atoms(tmp_path / "reserved.mp4")
+    assert atoms.index("moov") < atoms.index("mdat")
+    monkeypatch.setattr(writer_module, "MOOV_BYTES_FIXED", 16)
+    monkeypatch.setattr(writer_module, "MOOV_BYTES_PER_FRAME", 0)
+    with caplog.at_level("WARNING", logger="vidmem"):
+        write_chunks(tmp_path / "fallback.mp4", frames)  # the muxer refuses; +faststart instead
+    assert "larger than reserved" in caplog.text
+    atoms = _top_level_atoms(tmp_path / "fallback.mp4")
+    assert atoms.index("moov") < atoms.index("mdat")
+    a, _ = read_video(tmp_path / "reserved.mp4")
+    b, _ = read_video(tmp_path / "fallback.mp4")
+    assert np.array_equal(a, b) and len(a) == 30
+
+
+def test_flush_after_must_be_non_negative(tmp_path):
+    with pytest.raises(ValueError, match="flush_after"):
+        VideoWriter(tmp_path / "x.mp4", 16, flush_after=-1)

@@ -8,18 +8,23 @@ How a file is written:
 
 * Each ``write(chunk)`` is validated and converted to uint8 in the caller's thread, then queued
   (the queue is bounded: when the encoder falls behind, ``write`` blocks - backpressure).
-* A background thread encodes each chunk with a fresh encoder (each chunk is a closed GOP that
-  starts with a keyframe), drains that encoder, and appends the packets to
-  ``<path>.partial.ts``, an MPEG transport stream flushed packet by packet. When a chunk has been
-  encoded, every one of its frames is on disk: if the process dies (even SIGKILL), the partial
-  file plays up to the last completed chunk.
-* ``close()`` remuxes the partial stream (no re-encode) into a normal MP4 with its index at the
-  front (``+faststart``: seekable, right duration and frame count, plays in browsers) at a temp
-  name, renames it onto ``path`` atomically and removes the partial. So ``path`` exists only when
-  complete; a failed or aborted writer never leaves a file at ``path``.
-
-A chunk is *completed* when the progress hook has been called for it (or ``frames_written``
-covers it): that is the crash-safety unit.
+* A background thread feeds the chunks to one long-lived encoder. The first frame of every chunk
+  is forced to be a keyframe (an IDR frame for H.264/H.265: nothing after it refers to anything
+  before it), so each chunk's packets precede the next chunk's in the stream. Packets go to
+  ``<path>.partial.ts``, an MPEG transport stream flushed packet by packet, as the encoder emits
+  them. An encoder holds back a few dozen frames (its lookahead and B-frame reordering), so a
+  chunk's last packets usually come out while the next chunk is being encoded; when the writer
+  runs out of input for ``flush_after`` seconds it drains the encoder instead (every frame given
+  so far reaches the disk) and the next chunk starts a fresh encoder. So the encoder restarts only
+  when the writer is idle anyway (a CPU decode between chunks), never while it is the bottleneck.
+* A chunk is *completed* once all of its packets are in the partial file: then the progress hook
+  is called for it and ``frames_written`` covers it. If the process dies (even SIGKILL), the
+  partial file plays up to at least the last completed chunk.
+* ``close()`` drains the encoder and copies the partial stream's packets (no re-encode, one pass)
+  into a normal MP4 with its index at the front (seekable, right duration and frame count, plays
+  in browsers: the space for the index is reserved ahead of the data, so no second pass moves
+  the file) at a temp name, renames it onto ``path`` atomically and removes the partial. So
+  ``path`` exists only when complete; a failed or aborted writer never leaves a file at ``path``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import math
 import os
 import queue
 import threading
+from collections import deque
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
@@ -118,8 +124,11 @@ class VideoWriter:
         lossless: write frames whose decoded RGB equals the input exactly (H.264 RGB,
             ``libx264rgb`` with ``qp=0``); ignores ``codec``/``crf``.
         queue_size: chunks that may wait for the encoder; ``write`` blocks beyond that.
-        progress: ``progress(frames_written, bytes_written)`` after each encoded chunk.
+        progress: ``progress(frames_written, bytes_written)`` after each completed chunk.
         options: extra encoder options passed to FFmpeg (e.g. ``{"tune": "film"}``).
+        flush_after: seconds the encoder thread waits for the next chunk before draining the
+            encoder so that every chunk given so far is completed (on disk). Lower: chunks reach
+            the disk sooner when input pauses; higher: fewer encoder restarts.
 
     ``write(frames)`` accepts the layouts in :mod:`vidmem.io.frames`. yuv420p needs even sizes:
     odd widths/heights are padded by one pixel, replicating the last column/row (the file is
@@ -134,7 +143,7 @@ class VideoWriter:
     def __init__(self, path: str | os.PathLike, fps: float | Fraction = 16, *, codec: str = "h264",
                  crf: int | None = None, preset: str | None = None, lossless: bool = False,
                  queue_size: int = 2, progress: ProgressHook | None = None,
-                 options: dict[str, str] | None = None):
+                 options: dict[str, str] | None = None, flush_after: float = 0.5):
         self.path = Path(path)
         self.rate = exact_fps(fps)
         if self.path.suffix.lower() not in VIDEO_SUFFIXES:
@@ -146,6 +155,10 @@ class VideoWriter:
             raise IsADirectoryError(f"output path {str(self.path)!r} is a directory")
         if queue_size < 1:
             raise ValueError(f"queue_size must be at least 1, got {queue_size}")
+        if not flush_after >= 0:
+            raise ValueError(f"flush_after must be a non-negative number of seconds, got "
+                             f"{flush_after!r}")
+        self.flush_after = float(flush_after)
         self.lossless = lossless
         if lossless:
             self.encoder, self.pix_fmt = "libx264rgb", "rgb24"
@@ -166,6 +179,10 @@ class VideoWriter:
             preset = DEFAULT_PRESET.get(self.encoder) if preset is None else preset
             if preset is not None:
                 self.options["preset"] = str(preset)
+        if self.encoder in ("libx264", "libx264rgb", "libx265"):
+            # A forced keyframe (pict_type I, set per chunk) becomes an IDR frame, not a
+            # recovery-point I frame: the chunk boundary is a clean cut in the stream.
+            self.options["forced-idr"] = "1"
         self.options.update({k: str(v) for k, v in (options or {}).items()})
         # The partial stream's container: MPEG-TS (written packet by packet, readable after a crash)
         # for H.264/H.265; IVF, AV1's elementary container, for AV1 (TS does not carry it).
@@ -177,6 +194,7 @@ class VideoWriter:
         self._error: BaseException | None = None
         self._size: tuple[int, int] | None = None  # (height, width) of the input frames
         self._frames_queued = 0
+        #: frames of the chunks completed so far (all their packets are in the partial file).
         self.frames_written = 0
         self.bytes_written = 0
         self._closed = False
@@ -217,7 +235,8 @@ class VideoWriter:
             self._remove_partial()
             raise ValueError(f"no frames were written; {str(self.path)!r} was not created")
         try:
-            _remux_to_mp4(self.partial_path, self.path, self.rate, self.encoder)
+            _remux_to_mp4(self.partial_path, self.path, self.rate, self.encoder,
+                          self._frames_queued)
         except Exception as e:
             raise WriterError(f"could not finalize {str(self.path)!r} from "
                               f"{str(self.partial_path)!r}: {e}") from e
@@ -269,27 +288,32 @@ class VideoWriter:
             pass
 
     def _encode_loop(self) -> None:
-        container = None
+        self._container = None
+        self._encoder: av.CodecContext | None = None
+        self._frames_fed = 0  # frames given to an encoder (the next frame's pts)
+        self._packets_out = 0  # packets in the partial file (one per frame, in decode order)
+        self._pending: deque[int] = deque()  # end frame of each chunk not yet completed
         try:
             while True:
-                chunk = self._queue.get()
+                try:  # an idle writer with an open encoder drains it after flush_after seconds
+                    chunk = self._queue.get(timeout=self.flush_after if self._encoder else None)
+                except queue.Empty:
+                    self._drain()
+                    continue
                 if chunk is None:
                     break
-                if container is None:
-                    container, stream = self._open(chunk.shape[1], chunk.shape[2])
-                self._encode_chunk(container, stream, chunk)
-                self.frames_written += chunk.shape[0]
+                if self._container is None:
+                    self._open(chunk.shape[1], chunk.shape[2])
+                self._encode_chunk(chunk)
                 del chunk
-                release_host_memory()  # the encoder's per-chunk buffers, back to the OS
-                self.bytes_written = self.partial_path.stat().st_size
-                if self._progress is not None:
-                    self._progress(self.frames_written, self.bytes_written)
+                release_host_memory()  # the chunk's frames and conversions, back to the OS
+            self._drain()
         except BaseException as e:  # noqa: BLE001 - surfaced to the caller, never lost
             self._error = e
         finally:
-            if container is not None:
+            if self._container is not None:
                 try:
-                    container.close()
+                    self._container.close()
                 except Exception as e:  # noqa: BLE001
                     self._error = self._error or e
             if self._error is not None:  # unblock a caller waiting on a full queue
@@ -304,7 +328,7 @@ class VideoWriter:
             return height + height % 2, width + width % 2
         return height, width
 
-    def _open(self, height: int, width: int):
+    def _open(self, height: int, width: int) -> None:
         h, w = self._padded_size(height, width)
         if (h, w) != (height, width):
             log.warning("padding %dx%d frames to %dx%d for yuv420p (even sizes only)",
@@ -315,7 +339,7 @@ class VideoWriter:
         stream.width, stream.height, stream.pix_fmt = w, h, self.pix_fmt
         stream.time_base = 1 / self.rate
         self._stream_size = (h, w)
-        return container, stream
+        self._container, self._stream = container, stream
 
     def _new_encoder(self) -> av.CodecContext:
         cc = av.CodecContext.create(self.encoder, "w")
@@ -327,53 +351,87 @@ class VideoWriter:
         cc.open()
         return cc
 
-    def _encode_chunk(self, container, stream, chunk: np.ndarray) -> None:
+    def _encode_chunk(self, chunk: np.ndarray) -> None:
+        """Feed one chunk to the encoder (its first frame a keyframe) and mux what comes out."""
         h, w = self._stream_size
         if chunk.shape[1:3] != (h, w):
             chunk = np.pad(chunk, ((0, 0), (0, h - chunk.shape[1]), (0, w - chunk.shape[2]),
                                    (0, 0)), mode="edge")
-        encoder = self._new_encoder()  # a fresh encoder: the chunk is a closed GOP, fully flushed
-        packets = []
+        if self._encoder is None:
+            self._encoder = self._new_encoder()
         for i, frame_array in enumerate(chunk):
             frame = av.VideoFrame.from_ndarray(frame_array, format="rgb24")
-            frame.pts = self.frames_written + i
+            frame.pts = self._frames_fed
             frame.time_base = 1 / self.rate
-            packets.extend(encoder.encode(frame))
-        packets.extend(encoder.encode(None))
+            if i == 0:
+                frame.pict_type = av.video.frame.PictureType.I
+            self._frames_fed += 1
+            self._mux(self._encoder.encode(frame))
+        self._pending.append(self._frames_fed)
+        self._complete_chunks()
+
+    def _drain(self) -> None:
+        """Flush the encoder: every frame fed so far reaches the partial file."""
+        if self._encoder is None:
+            return
+        encoder, self._encoder = self._encoder, None
+        self._mux(encoder.encode(None))
+        self._complete_chunks()
+        release_host_memory()  # the encoder's frame pool and lookahead buffers
+
+    def _mux(self, packets: list[av.Packet]) -> None:
         for packet in packets:
-            packet.stream = stream
-            container.mux(packet)
+            packet.stream = self._stream
+            self._container.mux(packet)
+            self._packets_out += 1
+        if packets:
+            self._complete_chunks()
+
+    def _complete_chunks(self) -> None:
+        """Report the chunks whose packets are all in the partial file (the keyframe at each
+        chunk start keeps a chunk's packets before the next chunk's, so a count suffices)."""
+        while self._pending and self._packets_out >= self._pending[0]:
+            self.frames_written = self._pending.popleft()
+            self.bytes_written = self.partial_path.stat().st_size
+            if self._progress is not None:
+                self._progress(self.frames_written, self.bytes_written)
 
 
-def _remux_to_mp4(source: Path, target: Path, rate: Fraction, encoder_name: str) -> None:
-    """Copy the partial transport stream's packets into a faststart MP4 (no re-encode), then
-    rename it onto ``target``.
+#: Bytes reserved for the MP4 index (``moov``) per frame, and for its fixed part: a sample's size,
+#: decode-time and composition-offset entries, its chunk offset and keyframe flag take at most
+#: ~25 bytes (measured: 13-21 for H.264 with B-frames and a keyframe every 16 frames).
+MOOV_BYTES_PER_FRAME = 32
+MOOV_BYTES_FIXED = 8192
 
-    Timestamps are rewritten in frame units (time base ``1/fps``): presentation times rebased to
-    start at 0, and decode times made one continuous sequence. Each chunk came from its own
-    encoder, so each restarted its own B-frame delay; a first pass over the packet headers (no
-    decoding; one integer per frame) finds the largest reorder delay for the whole clip.
+
+def _remux_to_mp4(source: Path, target: Path, rate: Fraction, encoder_name: str,
+                  frames: int) -> None:
+    """Copy the partial stream's packets into an MP4 with its index at the front (no re-encode),
+    then rename it onto ``target``.
+
+    One pass over the packets: timestamps are converted back to frame units (time base
+    ``1/fps``; the transport stream carries them in 90 kHz ticks) and rebased so the first
+    frame is at 0. The index's space is reserved before the data (``moov_size``, from the frame
+    count), which puts it at the front without ``+faststart``'s second pass over the whole file;
+    if the estimate were ever too small, the muxer refuses and the copy is redone with
+    ``+faststart``.
     """
-    def frame_pts(src) -> list[int]:
-        stream = src.streams.video[0]
-        pts, first = [], None
-        for packet in src.demux(stream):
-            if packet.pts is None:
-                continue  # the demuxer's end-of-stream marker
-            if first is None:  # the first packet is a keyframe: the smallest pts of its GOP
-                first = packet.pts
-            pts.append(round((packet.pts - first) * stream.time_base * rate))
-        return pts
+    reserve = MOOV_BYTES_FIXED + MOOV_BYTES_PER_FRAME * frames
+    try:
+        _copy_packets(source, target, rate, encoder_name, {"moov_size": str(reserve)})
+    except (av.FFmpegError, OSError) as e:
+        log.warning("MP4 index larger than reserved (%s); finalizing with +faststart", e)
+        _copy_packets(source, target, rate, encoder_name, {"movflags": "+faststart"})
 
+
+def _copy_packets(source: Path, target: Path, rate: Fraction, encoder_name: str,
+                  mp4_options: dict[str, str]) -> None:
     # The format is named: a short transport stream (a few frames) is too small to be probed.
     src_format = "ivf" if source.suffix == ".ivf" else "mpegts"
-    with av.open(str(source), format=src_format) as src:
-        pts = frame_pts(src)
-    delay = max((i - p for i, p in enumerate(pts)), default=0)
     tmp = target.with_name(target.name + ".tmp" + target.suffix)
     try:
         with av.open(str(source), format=src_format) as src, \
-                av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as dst:
+                av.open(str(tmp), "w", format="mp4", options=mp4_options) as dst:
             in_stream = src.streams.video[0]
             try:  # copies the codec parameters, extradata (SPS/PPS) included
                 out_stream = dst.add_stream_from_template(in_stream, rate=rate)
@@ -384,16 +442,20 @@ def _remux_to_mp4(source: Path, target: Path, rate: Fraction, encoder_name: str)
                 cc.pix_fmt = in_stream.codec_context.pix_fmt
                 cc.extradata = in_stream.codec_context.extradata
             out_stream.time_base = 1 / rate
-            index = 0
+            to_frames = in_stream.time_base * rate
+            first = None
             for packet in src.demux(in_stream):
                 if packet.pts is None:
-                    continue
-                packet.pts, packet.dts = pts[index], index - delay
+                    continue  # the demuxer's end-of-stream marker
+                if first is None:  # the first packet is a keyframe: the smallest pts of its GOP
+                    first = packet.pts
+                dts = packet.dts if packet.dts is not None else packet.pts
+                packet.pts = round((packet.pts - first) * to_frames)
+                packet.dts = round((dts - first) * to_frames)
                 packet.duration = 1
                 packet.time_base = 1 / rate
                 packet.stream = out_stream
                 dst.mux(packet)
-                index += 1
         os.replace(tmp, target)
     finally:
         if tmp.exists():
