@@ -1,7 +1,9 @@
 """Run every benchmark (each case in its own subprocess), print the tables, write JSON and plots.
 
 Benchmarks: VAE decode alone (``bench_decode``), MP4 writing alone (``bench_writer``), end to
-end, latents to MP4, the diffusers way vs ``vidmem.decode_to_video`` (``bench_e2e``), decode
+end, latents to MP4, the diffusers way vs ``vidmem.decode_to_video``, with the breakdown of
+vidmem's peak host memory (``bench_e2e``, the realistic Wan config at 41 / 161 / 321 frames and
+the earlier tiny config at 33 to 321 frames; ``--quick``: the tiny config only), decode
 quality per VAE family (``bench_quality``), and with ``--device cuda`` the offload comparison
 (``bench_offload``: diffusers' offload levers vs vidmem plans, peak device memory and time).
 
@@ -27,12 +29,15 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 PLOTS = (("decode", "VAE decode: peak RSS vs frames"),
          ("writer", "MP4 writing: peak RSS vs frames"),
-         ("e2e", "Decode + write MP4: peak RSS vs frames"))
+         ("e2e", "Decode + write MP4 (realistic Wan VAE): peak RSS vs frames"),
+         ("e2e_tiny", "Decode + write MP4 (tiny Wan VAE): peak RSS vs frames"))
 
 
 def _plot(results: dict, out: Path) -> list[Path]:
     written = []
     for name, title in PLOTS:
+        if name not in results:
+            continue
         path = plot_rss_vs_frames(results[name]["rows"], title, out / f"{name}_rss.png")
         if path is None:
             print("matplotlib not installed: skipping plots (pip install -e '.[bench]')",
@@ -57,6 +62,9 @@ def main(argv: list[str] | None = None) -> dict:
         "decode": bench_decode.main(quick + ["--out", str(args.out / "decode.json")]),
         "writer": bench_writer.main(quick + ["--out", str(args.out / "writer.json")]),
         "e2e": bench_e2e.main(quick + ["--out", str(args.out / "e2e.json"), "--no-plot"]),
+        **({} if args.quick else {"e2e_tiny": bench_e2e.main(
+            ["--config", "tiny", "--frames", "33", "81", "161", "321",
+             "--out", str(args.out / "e2e_tiny.json"), "--no-plot"])}),
         "quality": bench_quality.main(quick + ["--out", str(args.out / "quality.json")]),
     }
     if args.device == "cuda":

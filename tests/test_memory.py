@@ -12,6 +12,8 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
+
 CHILD = textwrap.dedent("""
     import json, sys, torch
     torch.set_num_threads(2)
@@ -60,3 +62,40 @@ def test_one_chunk_alive():
         gc.collect()
         assert sum(r() is not None for r in refs[:-1]) == 0
     assert len(refs) == 9
+
+
+def test_memory_work_leaves_frames_bit_identical(tmp_path, monkeypatch):
+    """The host-memory work (slow_conv3d calls split into pieces, the in-place uint8
+    conversion, Wan's preallocated chunk buffer, malloc tuning) changes no bit: the float
+    stream equals ``vae.decode`` exactly, and the lossless MP4's frames equal those of a decode
+    with the splitting switched off."""
+    import torch
+
+    import vidmem
+    from vidmem.decode import conv_workspace
+    from vidmem.tiny import tiny_wan_vae
+    from video_utils import read_video
+
+    vae = tiny_wan_vae(0)
+    z = torch.randn(1, 16, 3, 16, 24, generator=torch.Generator().manual_seed(0))  # 128x192
+    splits = []
+    original = conv_workspace.split_conv3d
+
+    def counting(*args, **kwargs):
+        splits.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(conv_workspace, "split_conv3d", counting)
+    monkeypatch.setenv("VIDMEM_CONV_WORKSPACE", "256KiB")  # force pieces at every aligned call
+    with torch.no_grad():
+        ref = vae.decode(z).sample
+    pt = torch.cat(list(vidmem.decode_latents(vae, z, chunk_frames=4, output_type="pt")), 2)
+    assert splits and torch.equal(pt, ref)
+    vidmem.decode_to_video(vae, z, tmp_path / "on.mp4", chunk_frames=4, lossless=True)
+    monkeypatch.setenv("VIDMEM_CONV_WORKSPACE", "0")
+    before = len(splits)
+    vidmem.decode_to_video(vae, z, tmp_path / "off.mp4", chunk_frames=4, lossless=True)
+    assert len(splits) == before  # switched off: torch's own slow_conv3d
+    on, _ = read_video(tmp_path / "on.mp4")
+    off, _ = read_video(tmp_path / "off.mp4")
+    assert on.shape == (9, 128, 192, 3) and np.array_equal(on, off)

@@ -85,6 +85,9 @@ def _add_decode_options(p: argparse.ArgumentParser) -> None:
                         "and free device memory)")
     g.add_argument("--tile-overlap", type=_non_negative_int, default=None,
                    help="spatial tile overlap in pixels (default 64)")
+    p.add_argument("--memory-breakdown", action="store_true",
+                   help="profile the decode's host memory: baseline, live tensors, kernel "
+                        "workspaces, allocator overhead (in the report and --json)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -348,7 +351,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
                         overlap_frames=args.overlap_frames, tile_size=args.tile_size,
                         tile_overlap=args.tile_overlap, lossless=args.lossless,
                         progress=progress, keep_latents=args.keep_latents, offload=offload,
-                        **kwargs)
+                        memory_breakdown=args.memory_breakdown, **kwargs)
     finally:
         progress.close()
     print(report.to_json() if args.json else str(report))
@@ -456,7 +459,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
                                  chunk_frames=args.chunk_frames, overlap_frames=args.overlap_frames,
                                  tile_size=args.tile_size, tile_overlap=args.tile_overlap,
                                  lossless=args.lossless, decode_kwargs=ckpt.decode_input.decode_kwargs,
-                                 progress=progress)
+                                 progress=progress, memory_breakdown=args.memory_breakdown)
     finally:
         progress.close()
     print(report.to_json() if args.json else str(report))

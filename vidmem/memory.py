@@ -7,11 +7,9 @@ process's own high-water mark.
 
 from __future__ import annotations
 
-import ctypes
 import re
 import resource
 import sys
-from typing import Any
 
 import torch
 
@@ -84,26 +82,18 @@ def current_rss_bytes() -> int:
     return current if current is not None else peak_rss_bytes()
 
 
-_libc: Any = None
-
-
 def release_host_memory() -> None:
     """Give freed heap memory back to the OS (glibc ``malloc_trim``); a no-op elsewhere.
 
-    Why: each decoded chunk allocates and frees large, differently sized buffers (conv
-    workspaces, tile outputs). glibc keeps freed memory in fragmented arenas, so without a trim
+    Why: each decoded chunk allocates and frees large, differently sized buffers (activations,
+    tile outputs, the encoder's frames). glibc keeps freed memory in its heaps, so without a trim
     the resident set creeps up chunk after chunk and peak RSS grows with clip length even though
-    nothing is retained. Called once per chunk; it costs about a millisecond.
+    nothing is retained. Called once per chunk; it costs about a millisecond. (The settings that
+    keep the heap from fragmenting *within* a chunk are in :mod:`vidmem.allocator`.)
     """
-    global _libc
-    if _libc is None:
-        try:
-            _libc = ctypes.CDLL("libc.so.6")
-            _libc.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _libc = False
-    if _libc:
-        _libc.malloc_trim(0)
+    from .allocator import trim
+
+    trim()
 
 
 def cuda_peak_bytes(device: torch.device | str | None = None) -> int | None:

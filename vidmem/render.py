@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +22,8 @@ from .checkpoint import capture_rng, checkpoint_path_for, save_checkpoint
 from .decode import decode_latents, plan_decode
 from .decode.fallback import decode_with_fallback
 from .io.writer import VideoWriter
-from .memory import cuda_peak_bytes, format_bytes, peak_rss_bytes
+from .breakdown import MemoryProbe
+from .memory import cuda_peak_bytes, current_rss_bytes, format_bytes, peak_rss_bytes
 from .pipelines import DecodeInput, call_arguments, rule_for
 
 log = logging.getLogger("vidmem")
@@ -46,6 +48,12 @@ class RenderReport:
     file_bytes: int = 0
     #: out-of-memory retries of the decode (what failed, what plan was tried next).
     retries: list[str] = field(default_factory=list)
+    # --- host memory of the decode (issue #16) ----------------------------------------------
+    #: RSS when the decode started: interpreter, libraries, models, latents.
+    baseline_rss_bytes: int = 0
+    #: with ``memory_breakdown=True``: :class:`vidmem.breakdown.MemoryBreakdown` as a dict
+    #: (baseline, live tensors, kernel workspaces, allocator overhead, largest workspace op).
+    memory: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,6 +72,11 @@ class RenderReport:
                if self.peak_cuda_bytes is not None else ""),
         ]
         lines += [f"retried: {r}" for r in self.retries]
+        if self.memory is not None:
+            from .breakdown import MemoryBreakdown
+
+            fields = {k: v for k, v in self.memory.items() if k != "over_baseline"}
+            lines.append(str(MemoryBreakdown(**fields)))
         return "\n".join(lines)
 
 
@@ -86,13 +99,15 @@ def decode_to_video(vae: torch.nn.Module, latents: torch.Tensor, path: str | Pat
                     lossless: bool = False, decode_kwargs: dict | None = None,
                     progress: ProgressFn | None = None,
                     writer_options: dict[str, Any] | None = None,
-                    oom_fallback: bool = True) -> RenderReport:
+                    oom_fallback: bool = True, memory_breakdown: bool = False) -> RenderReport:
     """Decode ``latents`` (what ``vae.decode`` takes) straight into an MP4 at ``path``.
 
     Only one chunk of frames is alive at a time; the writer encodes chunk ``k`` on its thread
     while chunk ``k + 1`` decodes. Tiling options are those of :func:`vidmem.decode_latents`.
     ``oom_fallback``: on an out-of-memory error, retry with smaller chunks, then smaller tiles
     (:mod:`vidmem.decode.fallback`), each retry logged and listed in the report's ``retries``.
+    ``memory_breakdown``: profile the decode's host memory (:mod:`vidmem.breakdown`; costs a
+    little time and perturbs the heap a little) into the report's ``memory``.
     """
     path = check_output_path(path)
     seconds: dict[str, float] = {}
@@ -112,8 +127,10 @@ def decode_to_video(vae: torch.nn.Module, latents: torch.Tensor, path: str | Pat
     decode_s = write_s = 0.0
     height = width = 0
     writer_progress = (lambda n, _b: progress("write", n, 0)) if progress else None
-    with VideoWriter(path, fps, lossless=lossless, progress=writer_progress,
-                     **(writer_options or {})) as writer:
+    baseline_rss = current_rss_bytes()
+    probe = MemoryProbe() if memory_breakdown else nullcontext()
+    with probe, VideoWriter(path, fps, lossless=lossless, progress=writer_progress,
+                            **(writer_options or {})) as writer:
         t = time.perf_counter()
         for chunk in chunks:
             t1 = time.perf_counter()
@@ -127,10 +144,13 @@ def decode_to_video(vae: torch.nn.Module, latents: torch.Tensor, path: str | Pat
     write_s += time.perf_counter() - t1  # the close: draining the queue, finalizing the file
     seconds["decode"] = decode_s
     seconds["write"] = write_s
+    memory = probe.result.to_dict() if memory_breakdown and probe.result is not None else None
+    peak = max(peak_rss_bytes(), memory["process_peak_rss"] if memory else 0)
     return RenderReport(path=str(path), frames=writer.frames_written, height=height, width=width,
-                        fps=float(fps), seconds=seconds, peak_rss_bytes=peak_rss_bytes(),
+                        fps=float(fps), seconds=seconds, peak_rss_bytes=peak,
                         peak_cuda_bytes=cuda_peak_bytes(), retries=retries,
-                        file_bytes=path.stat().st_size if path.exists() else 0)
+                        file_bytes=path.stat().st_size if path.exists() else 0,
+                        baseline_rss_bytes=baseline_rss, memory=memory)
 
 
 class DecodeFailed(RuntimeError):
@@ -159,7 +179,7 @@ def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_f
            overlap_frames: int | None = None, tile_size: int | None = None,
            tile_overlap: int | None = None, lossless: bool = False,
            progress: ProgressFn | None = None, checkpoint: bool = True,
-           keep_latents: bool = False, offload: Any = None,
+           keep_latents: bool = False, offload: Any = None, memory_breakdown: bool = False,
            **pipeline_kwargs: Any) -> RenderReport:
     """Run ``pipe(**pipeline_kwargs)`` and stream its video into the MP4 ``out_path``.
 
@@ -227,7 +247,8 @@ def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_f
         report = decode_to_video(pipe.vae, vae_input.latents, out, fps, chunk_frames=chunk_frames,
                                  overlap_frames=overlap_frames, tile_size=tile_size,
                                  tile_overlap=tile_overlap, lossless=lossless,
-                                 decode_kwargs=vae_input.decode_kwargs, progress=progress)
+                                 decode_kwargs=vae_input.decode_kwargs, progress=progress,
+                                 memory_breakdown=memory_breakdown)
     except Exception as e:
         if ckpt is None:
             raise

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Literal
 
 import torch
 
-from ..io.frames import vae_pixels_to_uint8
+from .. import allocator
+from ..io.frames import vae_pixels_to_uint8_
+from ..io.staging import HostStager
 from ..memory import release_host_memory
 from .blend import crossfade, tile_mask
+from .conv_workspace import BoundedConvWorkspace, configured_max_bytes
 from .families import FamilyAdapter, adapter_for
 from .families.generic import GenericAdapter
 from .geometry import Tile, Window, plan_tiles, plan_windows
@@ -239,14 +243,23 @@ def _stream(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan, output_ty
     feather = plan.tile_overlap_latent * adapter.spatial_factor
     masks = [tile_mask(t, feather).to(device) for t in plan.tiles] if len(plan.tiles) > 1 else []
     states = [adapter.new_state() for _ in plan.tiles]
-    pinned = device.type == "cuda" and output_type == "uint8"
+    # CUDA uint8 chunks reach the host through one reused pinned buffer, each copy overlapped
+    # with the next chunk's decode; elsewhere chunks are handed out as they are made.
+    stager = HostStager(device) if device.type == "cuda" and output_type == "uint8" else None
+    reported = 0
+    conv_workspace = None
+    if device.type == "cpu":  # host memory is where a CPU decode peaks
+        allocator.tune_for_decode()
+        conv_workspace = configured_max_bytes()
     tail: torch.Tensor | None = None
     done = 0
     with torch.no_grad():
         for k, window in enumerate(plan.windows):
             if adapter.streaming == "window":
                 states = [adapter.new_state() for _ in plan.tiles]
-            out = _decode_window(adapter, z, window, plan.tiles, states, masks, device, dtype)
+            # The mode is entered per window: never left active across a yield.
+            with BoundedConvWorkspace(conv_workspace) if conv_workspace else nullcontext():
+                out = _decode_window(adapter, z, window, plan.tiles, states, masks, device, dtype)
             if adapter.clamps_output:
                 out = out.clamp_(-1.0, 1.0)
             if tail is not None:
@@ -267,19 +280,34 @@ def _stream(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan, output_ty
                 continue
             done += out.shape[2]
             if output_type == "uint8":
-                chunk = vae_pixels_to_uint8(out)
-                if pinned:  # one uint8 copy through pinned memory, not a float32 pageable one
-                    host = torch.empty(chunk.shape, dtype=torch.uint8, pin_memory=True)
-                    host.copy_(chunk, non_blocking=True)
-                    torch.cuda.current_stream(device).synchronize()
-                    chunk = host
-                else:
-                    chunk = chunk.cpu()
+                # On the device, in place: the float chunk is ours and not needed afterwards (a
+                # cross-fade tail, if any, lies outside this view).
+                chunk = vae_pixels_to_uint8_(out)
             else:
                 chunk = adapter.from_canonical(out).cpu()
             del out
             release_host_memory()
+            if stager is not None:
+                # Hand out the previous chunk (its copy ran while this one decoded), then start
+                # this one's copy, which runs while the next chunk decodes.
+                if stager.pending:
+                    previous = stager.collect()
+                    if progress is not None:
+                        progress(reported, plan.frames)
+                    yield previous
+                    del previous
+                stager.submit(chunk)
+                reported = done
+                del chunk
+                continue
+            if output_type == "uint8":
+                chunk = chunk.cpu()
             if progress is not None:
                 progress(done, plan.frames)
             yield chunk
             del chunk  # the consumer has it; do not keep it alive while decoding the next
+        if stager is not None and stager.pending:
+            last_chunk = stager.collect()
+            if progress is not None:
+                progress(reported, plan.frames)
+            yield last_chunk

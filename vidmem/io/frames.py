@@ -51,6 +51,22 @@ def vae_pixels_to_uint8(pixels: torch.Tensor) -> torch.Tensor:
     return u8.permute(1, 2, 3, 0).contiguous()
 
 
+def vae_pixels_to_uint8_(pixels: torch.Tensor) -> torch.Tensor:
+    """:func:`vae_pixels_to_uint8` that reuses ``pixels`` (float, ``(1, 3, T, H, W)``) as its
+    scratch space: it is overwritten. The same operations in the same order, so the result is
+    bit-identical; the only new allocation is the uint8 output (for float32 input; the
+    out-of-place version briefly holds two more float copies of the chunk, 8x the output)."""
+    if not pixels.is_floating_point():
+        raise TypeError(f"expected float pixels, got {pixels.dtype}")
+    # Other float dtypes are converted first, exactly as ``.float()`` does out of place.
+    x = pixels[0] if pixels.dtype == torch.float32 else pixels[0].float()
+    x.clamp_(-1, 1).add_(1).mul_(127.5).round_()
+    out = torch.empty((x.shape[1], x.shape[2], x.shape[3], x.shape[0]), dtype=torch.uint8,
+                      device=x.device)
+    out.copy_(x.permute(1, 2, 3, 0))  # the float -> uint8 cast, as ``.to(torch.uint8)``
+    return out
+
+
 def to_uint8_frames(frames: Any) -> np.ndarray:
     """Convert ``frames`` (see the module docstring for layouts) to contiguous uint8 (T, H, W, 3)."""
     if isinstance(frames, torch.Tensor):

@@ -46,11 +46,23 @@ class WanAdapter(FamilyAdapter):
 
     def decode_piece(self, z: torch.Tensor, state: list[Any], first: bool) -> torch.Tensor:
         x = self.vae.post_quant_conv(z)
-        outs = []
+        # The decoder yields one latent frame's pixel frames per call (1 for the clip's first
+        # latent, ``factor`` after it). Each is copied into one buffer allocated at the first
+        # call, instead of a list then ``torch.cat``, which holds every frame twice at the end.
+        tm = self.time_map
+        total = tm.pixel_frames(x.shape[2]) if first else tm.factor * x.shape[2]
+        out, filled = None, 0
         for i in range(x.shape[2]):
-            outs.append(self.vae.decoder(x[:, :, i:i + 1], feat_cache=state, feat_idx=[0],
-                                         first_chunk=first and i == 0))
-        out = torch.cat(outs, dim=2)
+            part = self.vae.decoder(x[:, :, i:i + 1], feat_cache=state, feat_idx=[0],
+                                    first_chunk=first and i == 0)
+            if out is None:
+                out = part.new_empty((*part.shape[:2], total, *part.shape[3:]))
+            out[:, :, filled:filled + part.shape[2]] = part
+            filled += part.shape[2]
+            del part
+        if filled != total:
+            raise RuntimeError(f"Wan decoder produced {filled} frames for {x.shape[2]} latent "
+                               f"frames, expected {total}")
         patch = config_value(self.vae, "patch_size")
         if patch is not None:
             from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
