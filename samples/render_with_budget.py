@@ -19,8 +19,9 @@ pipe = vidmem.tiny_pipeline("wan", seed=0)
 plan = vidmem.plan_offload(pipe, budget, device="cuda")  # a CUDA plan can be made anywhere
 print(plan)
 print(plan.to_json())
+# overwrite=True: running the sample again replaces its own earlier output.
 report = vidmem.render(
-    pipe, out, offload=plan if torch.cuda.is_available() else None,
+    pipe, out, overwrite=True, offload=plan if torch.cuda.is_available() else None,
     prompt="a lantern floating over a dark lake", num_frames=17, height=64, width=96,
     num_inference_steps=2, generator=torch.Generator().manual_seed(0),
 )

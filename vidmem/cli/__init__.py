@@ -15,7 +15,8 @@ import argparse
 import logging
 import os
 import sys
-from typing import Sequence
+import warnings
+from typing import Any, Sequence
 
 from . import cmd_decode, cmd_plan, cmd_render
 from .options import HelpFormatter, Parser, UsageError
@@ -35,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(message: Warning | str, category: type, filename: str, lineno: int,
+                       file: Any = None, line: str | None = None) -> None:
+    """Python warnings as one ``vidmem: warning: ...`` line, not a source excerpt."""
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    print(f"vidmem: warning: {text}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -47,20 +55,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.WARNING, format="vidmem: %(message)s")
+    warnings.showwarning = _one_line_warnings
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         return args.handler(args)
     except UsageError as e:
         print(f"vidmem: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("vidmem: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        # DecodeInterrupted says what was kept and how to resume; a bare Ctrl-C says nothing.
+        detail = str(e).strip()
+        print(f"vidmem: {detail}" if detail else "vidmem: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - the CLI's contract is one line, not a traceback
         if os.environ.get("VIDMEM_DEBUG"):
             raise
+        from ..render import DecodeFailed
+
+        if isinstance(e, DecodeFailed):
+            print(f"vidmem: error: {e}", file=sys.stderr)
+            return 1
         kind = "error" if isinstance(e, (ValueError, TypeError, OSError)) else type(e).__name__
-        print(f"vidmem: {kind}: {e}", file=sys.stderr)
+        text = " ".join(str(e).split()) or type(e).__name__
+        print(f"vidmem: {kind}: {text}", file=sys.stderr)
         return 2 if isinstance(e, (ValueError, TypeError, OSError)) else 1
 
 

@@ -6,19 +6,21 @@ import argparse
 import sys
 from typing import Any
 
-from .options import (HelpFormatter, UsageError, add_decode_options, parse_budget,
-                      check_sizes_for_family, positive_float, positive_int, resolve_model)
+from .options import (TINY_STEPS, HelpFormatter, UsageError, add_decode_options,
+                      check_sizes_for_family, parse_budget, positive_float, positive_int,
+                      resolve_model)
 from .progress import Progress
 
-EXAMPLES = """examples:
+EXAMPLES = """examples (each runs as printed, offline):
   vidmem render --out clip.mp4                       # built-in tiny pipeline, no download
   vidmem render --prompt "a red fox in snow" --num-frames 33 --out fox.mp4 --lossless
   vidmem render --num-frames 81 --chunk-frames 16 --tile-size 256 --out long.mp4 --json
-  vidmem render --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --dtype bf16 --budget 8GiB \\
-      --num-frames 81 --height 480 --width 832 --steps 30 --out wan.mp4
-  vidmem render --model ./svd-xt --image first_frame.png --num-frames 25 --out svd.mp4
+  vidmem render --out planned.mp4 --budget 2GiB --keep-latents
   vidmem render --model vidmem-tiny:ltx:0 --out ltx.mp4   # tiny LTX-Video (also: cogvideox,
       # mochi, hunyuanvideo, hunyuanvideo15, animatediff; wan-i2v and svd with --image)
+  vidmem render --out clip.mp4 --overwrite --steps 4   # replace clip.mp4
+with a real model (downloads it; needs a connection or a local copy):
+  vidmem render --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --dtype bf16 --budget 8GiB ...
 """
 
 DEFAULT_PROMPT = "a cat walking on grass, cinematic"
@@ -28,22 +30,27 @@ def add_parser(sub: Any) -> None:
     r = sub.add_parser("render", help="run a pipeline and write an MP4",
                        description="Run a video pipeline and stream its frames into an MP4. "
                                    "Without --model, uses vidmem's built-in tiny Wan pipeline "
-                                   "(random weights, offline).",
+                                   "(random weights, offline). --model also takes a hub id such "
+                                   "as Wan-AI/Wan2.1-T2V-1.3B-Diffusers (downloaded by "
+                                   "diffusers; needs a connection).",
                        epilog=EXAMPLES, formatter_class=HelpFormatter)
     r.add_argument("--model", default=None,
                    help="diffusers pipeline directory or hub id, or vidmem-tiny:FAMILY:SEED "
                         "(default: the built-in tiny Wan pipeline, vidmem-tiny:wan:0)")
     r.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
-                   help="load the pipeline in this dtype")
+                   help="load the pipeline in this dtype (default: as saved)")
     r.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
                    help="extra pipeline argument, typed as a Python literal (repeatable), e.g. "
-                        "--arg guidance_scale_2=3.0 --arg max_sequence_length=256")
+                        "--arg guidance_scale_2=3.0 --arg max_sequence_length=256 (default: "
+                        "none)")
     r.add_argument("--prompt", default=None,
-                   help="text prompt (default: a fixed example prompt; image-to-video pipelines "
-                        "without a prompt ignore it)")
-    r.add_argument("--negative-prompt", default=None)
+                   help=f"text prompt (default: {DEFAULT_PROMPT!r}; image-to-video pipelines "
+                        f"without a prompt ignore it)")
+    r.add_argument("--negative-prompt", default=None,
+                   help="negative prompt (default: the pipeline's own)")
     r.add_argument("--image", default=None, metavar="PATH",
-                   help="conditioning image for image-to-video pipelines (SVD, Wan I2V, ...)")
+                   help="conditioning image for image-to-video pipelines (SVD, Wan I2V, ...; "
+                        "default: none)")
     r.add_argument("--num-frames", type=positive_int, default=None,
                    help="frames to generate (Wan, CogVideoX, HunyuanVideo: 4k+1; LTX: 8k+1; "
                         "Mochi: 6k+1); default: 17 for tiny pipelines, else the pipeline's own")
@@ -51,22 +58,33 @@ def add_parser(sub: Any) -> None:
                    help="default: 64 for tiny pipelines, else the pipeline's own")
     r.add_argument("--width", type=positive_int, default=None,
                    help="default: 96 for tiny pipelines, else the pipeline's own")
-    r.add_argument("--steps", type=positive_int, default=2, help="denoising steps (default 2)")
-    r.add_argument("--guidance-scale", type=float, default=None)
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--steps", type=positive_int, default=None,
+                   help=f"denoising steps (default: the pipeline's own, e.g. 50 for "
+                        f"WanPipeline; {TINY_STEPS} for the tiny pipelines)")
+    r.add_argument("--guidance-scale", type=float, default=None,
+                   help="classifier-free guidance scale (default: the pipeline's own)")
+    r.add_argument("--seed", type=int, default=0,
+                   help="random seed of the denoising (and of decoders that inject noise) "
+                        "(default 0)")
     r.add_argument("--fps", type=positive_float, default=None,
                    help="frame rate of the MP4 (default: the family's, e.g. Wan 16, LTX 24)")
     r.add_argument("--lossless", action="store_true",
-                   help="write frames exactly (libx264rgb qp 0); default H.264 yuv420p")
-    r.add_argument("--out", required=True, help="output .mp4 path")
+                   help="write frames exactly (libx264rgb qp 0; default: H.264 yuv420p crf 18)")
+    r.add_argument("--out", required=True, help="output .mp4 path (required)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace an existing OUT, kept latents and partial streams of an earlier "
+                        "run (default: refuse, naming them)")
     r.add_argument("--budget", default=None,
                    help="accelerator memory budget, e.g. 8GiB, 6GB, 500MiB: components are kept "
-                        "resident, moved in per stage, or streamed in blocks to fit it")
+                        "resident, moved in per stage, or streamed in blocks to fit it (default: "
+                        "no offload)")
     r.add_argument("--keep-latents", action="store_true",
-                   help="keep OUT.latents.safetensors after a successful render (it is always "
-                        "kept when decoding fails)")
-    r.add_argument("--quiet", action="store_true", help="no progress output")
-    r.add_argument("--json", action="store_true", help="print the final report as JSON")
+                   help="keep OUT's .latents.safetensors after a successful render (default: "
+                        "removed; always kept when decoding fails)")
+    r.add_argument("--quiet", action="store_true", help="no progress output (default: progress "
+                                                        "on stderr)")
+    r.add_argument("--json", action="store_true",
+                   help="print the final report as JSON (default: text)")
     add_decode_options(r)
     r.set_defaults(handler=run)
 
@@ -88,13 +106,19 @@ def parse_pipeline_args(items: list[str]) -> dict[str, Any]:
 
 def check_args(args: argparse.Namespace) -> None:
     """Everything that can be checked without loading weights: the pipeline class (from
-    ``model_index.json``), frame count and sizes for its family, the image, the output path and
-    the budget. Fills in the tiny pipelines' small default sizes."""
+    ``model_index.json``), frame count and sizes for its family, the decode tiling against the
+    latents those sizes give (local pipelines: from the VAE's config alone), the image, the
+    output path, the writer settings and the budget. Fills in the tiny pipelines' small
+    defaults and records them in ``args.tiny_defaults``."""
     import os
 
-    from ..render import check_output_path
+    from ..io.writer import check_writer_options
+    from ..loading import check_model_reachable
+    from ..outputs import check_video_path
 
-    rule, class_name, _tiny = resolve_model(args)
+    rule, class_name, tiny = resolve_model(args)
+    if tiny and args.steps is None:
+        args.steps = args.tiny_defaults["num_inference_steps"] = TINY_STEPS
     args.fps = args.fps or (rule.default_fps if rule is not None else None)
     check_sizes_for_family(rule, args.num_frames, args.height, args.width)
     if rule is not None and rule.needs_image and args.image is None:
@@ -103,11 +127,43 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--image {args.image!r}: no such file")
     args.pipeline_args = parse_pipeline_args(args.arg)
     try:
-        check_output_path(args.out)
+        check_video_path(args.out)
+        if args.fps is not None:
+            check_writer_options(args.fps, lossless=args.lossless)
+        check_decode_options(args)
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from None
     if args.budget is not None:
         parse_budget(args.budget)
+    try:
+        check_model_reachable(args.model)
+    except OSError as e:
+        raise UsageError(str(e)) from None
+
+
+def check_decode_options(args: argparse.Namespace) -> None:
+    """The decode tiling flags against the latents of the requested clip, before any loading.
+
+    Local pipelines: the VAE is built from its config on the meta device (no weights read);
+    tiny pipelines and hub ids are checked by :func:`vidmem.render` after loading, still before
+    the denoising."""
+    from pathlib import Path
+
+    from ..decode import plan_decode
+    from ..loading import vae_skeleton
+    from ..pipelines import clip_latents
+
+    if not all(isinstance(v, int) for v in (args.num_frames, args.height, args.width)):
+        return
+    if not Path(args.model).is_dir():
+        return
+    vae = vae_skeleton(args.model)
+    latents = clip_latents(vae, args.num_frames, args.height, args.width) if vae is not None \
+        else None
+    if latents is not None:
+        plan_decode(vae, latents, chunk_frames=args.chunk_frames,
+                    overlap_frames=args.overlap_frames, tile_size=args.tile_size,
+                    tile_overlap=args.tile_overlap)
 
 
 def call_kwargs(args: argparse.Namespace, pipe: Any, log: Any) -> dict[str, Any]:
@@ -118,8 +174,9 @@ def call_kwargs(args: argparse.Namespace, pipe: Any, log: Any) -> dict[str, Any]
     import torch
 
     accepted = inspect.signature(pipe.__call__).parameters
-    kwargs: dict[str, Any] = dict(num_inference_steps=args.steps,
-                                  generator=torch.Generator().manual_seed(args.seed))
+    kwargs: dict[str, Any] = dict(generator=torch.Generator().manual_seed(args.seed))
+    if args.steps is not None:
+        kwargs["num_inference_steps"] = args.steps
     optional = dict(prompt=args.prompt, negative_prompt=args.negative_prompt,
                     num_frames=args.num_frames, height=args.height, width=args.width,
                     guidance_scale=args.guidance_scale)
@@ -142,25 +199,32 @@ def call_kwargs(args: argparse.Namespace, pipe: Any, log: Any) -> dict[str, Any]
 
 def run(args: argparse.Namespace) -> int:
     check_args(args)
+    from ..outputs import OutputClaim
+
+    # Own the output before loading anything: a second render to the same file fails in
+    # seconds, and the files of an earlier run are refused before minutes of loading.
+    try:
+        claim = OutputClaim(args.out, overwrite=args.overwrite).acquire()
+    except OSError as e:
+        raise UsageError(str(e)) from None
+    try:
+        return _render(args)
+    finally:
+        claim.release()
+
+
+def _render(args: argparse.Namespace) -> int:
     import torch
 
     from ..loading import DTYPES, load_pipeline
     from ..render import render
 
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    if args.quiet:
-        import diffusers
-        import transformers
-
-        diffusers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.disable_progress_bar()
+    quiet_libraries(args.quiet)
     log(f"stage: load {args.model}")
     pipe = load_pipeline(args.model, DTYPES[args.dtype] if args.dtype else None)
-    pipe.set_progress_bar_config(disable=args.quiet, desc="denoise")
     kwargs = call_kwargs(args, pipe, log)
     frames = kwargs.get("num_frames")
-    log(f"stage: denoise ({args.steps} steps), then decode + write "
-        f"{frames if frames is not None else 'the pipeline default number of'} frames")
     offload = None
     if args.budget is not None:
         from ..offload import plan_offload
@@ -172,6 +236,10 @@ def run(args: argparse.Namespace) -> int:
 
         args.fps = rule_for(pipe).default_fps
     progress = Progress(frames or 0, enabled=not args.quiet)
+    progress.install_denoise(pipe)
+    steps = kwargs.get("num_inference_steps", "the pipeline's default number of")
+    progress.on_denoise = (f"stage: denoise ({steps} steps), then decode + write "
+                           f"{frames if frames is not None else 'the default number of'} frames")
     # Decoders that inject noise (LTX) draw it from the global RNG: seed it for repeatability.
     torch.manual_seed(args.seed)
     try:
@@ -179,8 +247,19 @@ def run(args: argparse.Namespace) -> int:
                         overlap_frames=args.overlap_frames, tile_size=args.tile_size,
                         tile_overlap=args.tile_overlap, lossless=args.lossless,
                         progress=progress, keep_latents=args.keep_latents, offload=offload,
-                        **kwargs)
+                        overwrite=args.overwrite, **kwargs)
     finally:
         progress.close()
+    report.defaults = {**args.tiny_defaults, **report.defaults}
     print(report.to_json() if args.json else str(report))
     return 0
+
+
+def quiet_libraries(quiet: bool) -> None:
+    """diffusers' and transformers' own progress bars off with ``--quiet``."""
+    if quiet:
+        import diffusers
+        import transformers
+
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()

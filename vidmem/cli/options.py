@@ -20,6 +20,8 @@ class UsageError(Exception):
 #: sizes the tiny pipelines render by default (small enough for a CPU in seconds).
 TINY_DEFAULTS = {"height": 64, "width": 96}
 TINY_FRAMES = {"mochi": 13, "svd": 8, "animatediff": 8}
+#: denoising steps of the tiny pipelines (real pipelines use their own default, e.g. 50).
+TINY_STEPS = 2
 DEFAULT_MODEL = "vidmem-tiny:wan:0"
 
 
@@ -118,8 +120,12 @@ def resolve_model(args: argparse.Namespace) -> tuple[Any, str | None, tuple[str,
         rule = rule_for_class(class_name) if class_name else None
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from None
+    #: what vidmem filled in for a tiny pipeline (reported as defaults).
+    args.tiny_defaults = {}
     if tiny:
-        args.num_frames = args.num_frames or TINY_FRAMES.get(tiny[0], 17)
-        for name, value in TINY_DEFAULTS.items():
-            setattr(args, name, getattr(args, name) or value)
+        defaults = dict(num_frames=TINY_FRAMES.get(tiny[0], 17), **TINY_DEFAULTS)
+        for name, value in defaults.items():
+            if getattr(args, name, None) is None:
+                setattr(args, name, value)
+                args.tiny_defaults[name] = value
     return rule, class_name, tiny

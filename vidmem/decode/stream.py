@@ -227,6 +227,11 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames:
     plan = plan_decode(vae, latents, chunk_frames=chunk_frames, overlap_frames=overlap_frames,
                        tile_size=tile_size, tile_overlap=tile_overlap, adapter=adapter)
     z = adapter.to_canonical(latents)
+    if z.device.type != "meta" and not bool(torch.isfinite(z).all()):
+        bad = int(z.numel() - torch.isfinite(z).sum())
+        raise ValueError(f"the latents contain {bad} NaN/inf value(s) of {z.numel()}: the "
+                         f"denoising diverged (common with fp16: try bf16 or fp32, or another "
+                         f"seed); nothing was decoded")
     if output_type == "uint8" and z.shape[0] != 1:
         raise ValueError(f"uint8 output decodes one video at a time; got a batch of "
                          f"{z.shape[0]} (pass one video's latents or output_type='pt')")
