@@ -115,7 +115,7 @@ def load_pipeline(model: str, dtype: torch.dtype | None = None):
     tiny = parse_tiny_model_id(model)
     if tiny is not None:
         pipe = tiny_pipeline(*tiny)
-        return pipe.to(dtype=dtype) if dtype is not None else pipe
+        return pipe.to(dtype=dtype) if dtype not in (None, pipe.vae.dtype) else pipe
     from diffusers import DiffusionPipeline
 
     check_model_reachable(model)
@@ -145,7 +145,7 @@ def load_vae(model: str, dtype: torch.dtype | None = None) -> torch.nn.Module:
     tiny = parse_tiny_model_id(model)
     if tiny is not None:
         vae = tiny_pipeline(*tiny).vae
-        return vae.to(dtype) if dtype is not None else vae
+        return vae.to(dtype) if dtype not in (None, vae.dtype) else vae
     from diffusers import AutoModel
 
     path = Path(model)

@@ -79,7 +79,7 @@ def add_decode_options(p: argparse.ArgumentParser) -> None:
                    help="spatial tile edge in pixels; 0 disables tiling (default: from frame size "
                         "and free device memory)")
     g.add_argument("--tile-overlap", type=non_negative_int, default=None,
-                   help="spatial tile overlap in pixels (default 64)")
+                   help="spatial tile overlap in pixels (default: 64, or a quarter of a smaller tile)")
 
 
 def parse_budget(text: str, flag: str = "--budget") -> int:

@@ -105,7 +105,8 @@ def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: in
     ``chunk_frames`` new frames per chunk, ``overlap_frames`` frames of context re-decoded by each
     window of a non-causal family (ignored by cache-carrying families, which need none),
     ``tile_size``/``tile_overlap`` the spatial tile edge and overlap (``tile_size=0`` disables
-    spatial tiling; ``None`` chooses from the frame size and free device memory).
+    spatial tiling; ``None`` chooses from the frame size and free device memory; the overlap
+    defaults to 64 px, or a quarter of a smaller tile).
     ``decode_kwargs`` are the extra arguments of the VAE's ``decode`` (they can change the plan:
     LTX-2's ``causal=True`` makes its decode exactly streamable).
     """
@@ -165,7 +166,8 @@ def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: in
                 f"tile_size {tile_px}px is below the {adapter.name} VAE's minimum of "
                 f"{adapter.min_tile_latent * sf}px ({adapter.min_tile_latent} latent px x{sf}); "
                 f"use a larger tile_size or 0 to disable tiling")
-        overlap_px = DEFAULT_TILE_OVERLAP if tile_overlap is None else tile_overlap
+        # The default overlap shrinks with small tiles, so any tile size works without it.
+        overlap_px = min(DEFAULT_TILE_OVERLAP, tile_px // 4) if tile_overlap is None else tile_overlap
         overlap_latent = overlap_px // sf
         if overlap_latent >= tile_latent:
             raise ValueError(f"tile_overlap ({overlap_px}px) must be smaller than tile_size "
