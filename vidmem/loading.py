@@ -68,13 +68,19 @@ class PipelineSkeleton:
     """A pipeline's model components with their real shapes and dtypes but no weights (meta
     tensors), built from the configs alone, for planning: ``plan_offload`` and ``plan_decode``
     need sizes, not values. Has what those read: ``components``, ``model_cpu_offload_seq``,
-    ``_exclude_from_cpu_offload``, ``vae``."""
+    ``_exclude_from_cpu_offload``, ``vae``; and, for the memory simulation
+    (:mod:`vidmem.offload.stages`), where the configs came from (``source``) and the
+    ``model_index.json`` (``index``: scheduler classes, config values such as
+    ``boundary_ratio``)."""
 
-    def __init__(self, class_name: str, components: dict[str, Any]):
+    def __init__(self, class_name: str, components: dict[str, Any], source: str | None = None,
+                 index: dict[str, Any] | None = None):
         import diffusers
 
         self.class_name = class_name
         self.components = components
+        self.source = source
+        self.index = dict(index or {})
         cls = getattr(diffusers, class_name, None)
         self.model_cpu_offload_seq = getattr(cls, "model_cpu_offload_seq", None)
         self._exclude_from_cpu_offload = list(getattr(cls, "_exclude_from_cpu_offload", []) or [])
@@ -118,7 +124,7 @@ def load_pipeline_skeleton(model: str, dtype: torch.dtype | None = None):
                 components[name] = module.to(dtype) if dtype is not None else module
     finally:
         diffusers.utils.logging.set_verbosity(verbosity)
-    return PipelineSkeleton(class_name, components)
+    return PipelineSkeleton(class_name, components, source=model, index=index)
 
 
 def _component_skeleton(model: str, name: str, spec: Any, diffusers: Any, transformers: Any,

@@ -85,23 +85,41 @@ class SimResult:
 
 
 def live_bytes_tracker(round_to: int = 1) -> Any:
-    """PyTorch's ``MemTracker`` with its storage accounting and global peak, without its
-    per-module statistics.
+    """PyTorch's ``MemTracker`` with its storage accounting, counting activations only.
 
-    Why: for every op, ``MemTracker`` walks all modules seen so far and deep-copies a snapshot per
-    module whose local peak rose, and each module call stores another snapshot; on a VAE decode
-    (thousands of module calls) that was 8 of 22 seconds of a simulation whose answer never
-    reads it. The overrides below keep exactly what the simulator uses: the per-storage live
-    bytes (untouched) and the global peak. They also drop the gradient hooks MemTracker installs
-    on parameters (nothing here runs backward).
+    What is kept: MemTracker's per-storage bookkeeping (a storage is counted once, from the op
+    that creates it until its finalizer runs) and its categories: tensors registered with
+    ``track_external`` (weights, inputs) are "Other", what ops create is "Activation".
+    :meth:`LiveBytesTracker.activation_bytes` and its peak count activations only, so nothing that
+    existed before needs subtracting.
 
-    ``round_to``: each storage is counted rounded up to a multiple of it (512 for the CUDA
-    caching allocator's blocks; MemTracker does this itself only for tensors on a CUDA device,
-    and the fake tensors here are on the CPU, see :class:`Simulation`)."""
+    What is switched off, and why: for every op MemTracker walks all modules seen so far and
+    deep-copies a snapshot per module whose local peak rose, and each module call stores another
+    snapshot; on a VAE decode (thousands of module calls) that was 8 of 22 seconds of a
+    simulation whose answer never reads it. It also installs gradient hooks on parameters
+    (nothing here runs backward).
+
+    ``round_to``: each storage is counted rounded up to a multiple of it (512 for the CUDA caching
+    allocator's blocks; MemTracker does this itself only for tensors on a CUDA device, and the
+    fake tensors here are on the CPU, see :class:`Simulation`)."""
     from torch.distributed._tools.common_utils import get_untyped_storages
-    from torch.distributed._tools.mem_tracker import MemTracker, _UpdateType
+    from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType, _UpdateType
 
     class LiveBytesTracker(MemTracker):
+        peak_activation = 0
+
+        def activation_bytes(self) -> int:
+            return sum(int(snap.get(_MemRefType.ACT, 0)) for snap in self._curr_mem_snap.values())
+
+        def track_untracked(self, tensors: list[torch.Tensor]) -> None:
+            """Register as external ("Other") the storages of ``tensors`` not seen yet: they were
+            made outside the tracked ops (numpy arrays, tokenizer outputs, tensors from before),
+            so a view of them or an in-place op on them allocates nothing."""
+            new = [t for t in tensors
+                   if any(st not in self._WINFO for st in get_untyped_storages(t))]
+            if new:
+                self.track_external(*new)
+
         def _track(self, reftype: Any, t: torch.Tensor) -> None:
             known = {id(st) for st in get_untyped_storages(t) if st in self._WINFO}
             super()._track(reftype, t)
@@ -127,17 +145,9 @@ def live_bytes_tracker(round_to: int = 1) -> Any:
             return None
 
         def _update_peak_stats(self, peak_state: Any) -> None:
-            for dev, snap in self._curr_mem_snap.items():
-                if self._peak_mem.get(dev, 0) < snap["Total"]:
-                    self._peak_mem[dev] = snap["Total"]
-                    self._peak_mem_snap[dev] = dict(snap)
+            self.peak_activation = max(self.peak_activation, self.activation_bytes())
 
     return LiveBytesTracker()
-
-
-def _tracker_total(tracker: Any, which: str = "current") -> int:
-    snapshot = tracker.get_tracker_snapshot(which)
-    return sum(int(dev.get("Total", 0)) for dev in snapshot.values())
 
 
 class Simulation:
@@ -161,7 +171,6 @@ class Simulation:
         self.fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
         self._stack: ExitStack | None = None
         self.tracker: Any = None
-        self._baseline = 0
 
     def __enter__(self) -> "Simulation":
         self._stack = ExitStack()
@@ -186,26 +195,25 @@ class Simulation:
         """Count live bytes from here (MemTracker plus the kernel and attention rules).
 
         ``existing``: the tensors that exist before (weights, inputs; any pytree). They are
-        registered with the tracker so that it knows their storages, and their bytes form the
-        baseline that :meth:`live_bytes` and :meth:`peak_bytes` subtract (rule 2)."""
+        registered with the tracker as external, so a view of them or an in-place op on them is
+        not mistaken for an allocation (rule 2)."""
         from torch.utils._pytree import tree_leaves
 
         self.tracker = live_bytes_tracker(512 if self.target == "cuda" else 1)
         tensors = [t for t in tree_leaves(existing) if isinstance(t, torch.Tensor)]
         if tensors:
-            self.tracker.track_external(*tensors)
-        self._baseline = _tracker_total(self.tracker)
+            self.tracker.track_untracked(tensors)
         with self.tracker, KernelRules(self.target, self.num_threads), \
                 AttentionRule(self.target, self.num_threads):
             yield self
 
     def live_bytes(self) -> int:
         """Bytes allocated since :meth:`tracking` began and still alive."""
-        return _tracker_total(self.tracker) - self._baseline
+        return self.tracker.activation_bytes()
 
     def peak_bytes(self) -> int:
         """The highest :meth:`live_bytes` so far."""
-        return max(0, _tracker_total(self.tracker, "peak") - self._baseline)
+        return self.tracker.peak_activation
 
 
 def identical_blocks(blocks: torch.nn.ModuleList) -> bool:
@@ -291,6 +299,9 @@ def simulate_call(module: torch.nn.Module, args: tuple = (), kwargs: dict | None
     with the real output's shapes and dtypes."""
     from torch.func import functional_call
 
+    # A call that returns every layer's hidden states keeps them all alive: its peak grows with
+    # the layer count, so it is simulated whole.
+    one_block = one_block and not (kwargs or {}).get("output_hidden_states")
     t0 = time.perf_counter()
     with Simulation(target, num_threads) as sim, \
             (one_block_per_list(module) if one_block else nullcontext()):
