@@ -96,8 +96,8 @@ def test_the_plan_prints_and_serializes_weights_and_activations(pipe, reference)
     for c in d["components"]:
         assert c["weights_bytes"] > 0 and c["activation_bytes"] > 0
         assert c["stage_peak_bytes"] >= c["activation_bytes"] + d["overhead_bytes"]
-    assert d["decode_stage"]["tile_size"] == 0 and "chunks of 1 latent frames" in \
-        d["decode_stage"]["summary"]
+    assert d["decode"]["tile_size"] == 0 and "chunks of 1 latent frame;" in d["decode"]["summary"]
+    assert d["decode"]["frames"] == 1601 and d["decode"]["tiles"] == 1
     assert d["smallest_budget_bytes"] == reference.smallest_budget_bytes
 
 

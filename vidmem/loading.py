@@ -14,13 +14,17 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 def pipeline_class_name(model: str) -> str | None:
     """The pipeline class a local model directory declares (``model_index.json``), without
-    loading any weights; ``None`` for hub ids (their config is read at load time)."""
+    loading any weights; for hub ids the class of a well-known one (``vidmem.shapes``), else
+    ``None`` (their config is read at load time)."""
     import json
 
     path = Path(model)
     if not path.exists():
         if "/" in model and not model.startswith((".", "/")) and model.count("/") == 1:
-            return None  # looks like a hub id
+            from .shapes import KNOWN_HUB_PIPELINES
+
+            known = KNOWN_HUB_PIPELINES.get(model)
+            return known[0] if known else None  # a hub id
         raise FileNotFoundError(f"model {model!r} not found: pass a diffusers pipeline directory "
                                 f"(written by save_pretrained) or a hub id like org/name")
     index = path / "model_index.json"
@@ -105,6 +109,9 @@ def load_pipeline_skeleton(model: str, dtype: torch.dtype | None = None):
     from accelerate import init_empty_weights
 
     path = Path(model)
+    if not path.exists():
+        model = _hub_configs(model)
+        path = Path(model)
     if path.exists():
         class_name = pipeline_class_name(model)
         index = json.loads((path / "model_index.json").read_text())
@@ -125,6 +132,39 @@ def load_pipeline_skeleton(model: str, dtype: torch.dtype | None = None):
     finally:
         diffusers.utils.logging.set_verbosity(verbosity)
     return PipelineSkeleton(class_name, components, source=model, index=index)
+
+
+def _hub_configs(model: str) -> str:
+    """Where to read a hub id's configs from: the hub (``model`` itself), or, for a well-known id
+    when the hub cannot be reached (``HF_HUB_OFFLINE=1``, no network), the configs
+    ``vidmem.shapes`` reproduces. Other ids fail here with one clear line when offline."""
+    import os
+
+    from .shapes import known_pipeline_configs
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    if not offline:
+        try:
+            from huggingface_hub import hf_hub_download
+
+            hf_hub_download(model, "model_index.json")
+            return model
+        except Exception as e:  # noqa: BLE001 - hub errors have many types; all mean "cannot read"
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    else:
+        reason = "HF_HUB_OFFLINE is set"
+    known = known_pipeline_configs(model)
+    if known is None:
+        raise OSError(f"cannot read the configs of {model!r} from the hub ({reason}); pass a local "
+                      f"pipeline directory, or one of the ids vidmem knows offline: "
+                      f"{', '.join(_known_ids())}")
+    return str(known)
+
+
+def _known_ids() -> list[str]:
+    from .shapes import KNOWN_HUB_PIPELINES
+
+    return sorted(KNOWN_HUB_PIPELINES)
 
 
 def _component_skeleton(model: str, name: str, spec: Any, diffusers: Any, transformers: Any,

@@ -54,9 +54,13 @@ class DecodePlan:
     tiles: list[Tile] = field(repr=False)
 
     def summary(self) -> str:
-        tiling = (f"{len(self.tiles)} tiles of {self.tile_latent} latent px "
+        def n(count: int, noun: str) -> str:
+            return f"{count} {noun}{'' if count == 1 else 's'}"
+
+        tiling = (f"{n(len(self.tiles), 'tile')} of {self.tile_latent} latent px "
                   f"(overlap {self.tile_overlap_latent})" if self.tile_latent else "untiled")
-        temporal = f"{len(self.windows)} chunks of {self.chunk_latents} latent frames"
+        temporal = (f"{n(len(self.windows), 'chunk')} of "
+                    f"{n(self.chunk_latents, 'latent frame')}")
         if self.context_latents:
             temporal += f" (+{self.context_latents} context, {self.blend_frames}-frame cross-fade)"
         return (f"{self.family} VAE, {self.streaming} streaming: {self.frames} frames "

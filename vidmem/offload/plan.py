@@ -186,7 +186,7 @@ class OffloadPlan:
                 "smallest_budget_bytes": self.smallest_budget_bytes,
                 "simulate_seconds": round(self.simulate_seconds, 3),
                 "components": [asdict(c) for c in self.components],
-                "decode_stage": self.decode}
+                "decode": self.decode}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -212,7 +212,8 @@ class OffloadPlan:
                  f"{'component':<16} {'weights':>11} {'activations':>12}  {'strategy':<9} "
                  f"{'stage peak':>11}  detail"]
         for c in self.components:
-            details = []
+            details = {"resident": ["on the device throughout"],
+                       "model": ["moved in for its stage"], "blocks": []}[c.strategy]
             if c.strategy == "blocks":
                 details.append(f"{c.blocks} blocks of {format_bytes(c.block_bytes)}, "
                                f"{c.blocks_per_group} per group")
@@ -428,7 +429,10 @@ def _simulate_activations(pipe: Any, comps: list[ComponentPlan], workload: Any, 
     from ..decode.families import adapter_for
 
     sf = adapter_for(vae).spatial_factor
-    return {"summary": decode_plan.summary(),
+    return {"summary": decode_plan.summary(), "frames": decode_plan.frames,
+            "height": decode_plan.height, "width": decode_plan.width,
+            "chunk_latents": decode_plan.chunk_latents, "tile_latent": decode_plan.tile_latent,
+            "tiles": len(decode_plan.tiles),
             "tile_size": decode_plan.tile_latent * sf if decode_plan.tile_latent else 0,
             "activation_bytes": stage.activation_bytes}
 
