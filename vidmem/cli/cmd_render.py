@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from .options import (HelpFormatter, UsageError, add_decode_options, parse_budget,
+from .options import (HelpFormatter, UsageError, add_decode_options, budget_or_auto,
                       check_sizes_for_family, positive_float, positive_int, resolve_model)
 from .progress import Progress
 
@@ -60,8 +60,14 @@ def add_parser(sub: Any) -> None:
                    help="write frames exactly (libx264rgb qp 0); default H.264 yuv420p")
     r.add_argument("--out", required=True, help="output .mp4 path")
     r.add_argument("--budget", default=None,
-                   help="accelerator memory budget, e.g. 8GiB, 6GB, 500MiB: components are kept "
-                        "resident, moved in per stage, or streamed in blocks to fit it")
+                   help="accelerator memory budget, e.g. 8GiB, 6GB, 500MiB, or 'auto' (free "
+                        "CUDA memory minus a margin): components are kept resident, moved in per "
+                        "stage, or streamed in blocks to fit it, planned for this render's shape")
+    # --- issue #13: float8 weight storage as a planning strategy ---
+    r.add_argument("--allow-fp8", action="store_true",
+                   help="with --budget: a component that would stream its blocks may be stored in "
+                        "float8 (computed in its own dtype) when that lets it run whole")
+    # --- end issue #13 ---
     r.add_argument("--keep-latents", action="store_true",
                    help="keep OUT.latents.safetensors after a successful render (it is always "
                         "kept when decoding fails)")
@@ -107,7 +113,7 @@ def check_args(args: argparse.Namespace) -> None:
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from None
     if args.budget is not None:
-        parse_budget(args.budget)
+        budget_or_auto(args.budget)  # issue #13: a size or "auto"
 
 
 def call_kwargs(args: argparse.Namespace, pipe: Any, log: Any) -> dict[str, Any]:
@@ -163,10 +169,20 @@ def run(args: argparse.Namespace) -> int:
         f"{frames if frames is not None else 'the pipeline default number of'} frames")
     offload = None
     if args.budget is not None:
+        # --- issue #13: plan for this render's own shape and decode options; the decode then
+        # uses the tile size the plan's decode stage was simulated with ---
         from ..offload import plan_offload
+        from ..offload.stages import Workload
 
-        offload = plan_offload(pipe, parse_budget(args.budget))
+        workload = Workload.for_call(kwargs, chunk_frames=args.chunk_frames,
+                                     tile_size=args.tile_size, tile_overlap=args.tile_overlap,
+                                     overlap_frames=args.overlap_frames)
+        offload = plan_offload(pipe, budget_or_auto(args.budget), workload=workload,
+                               allow_fp8=args.allow_fp8)
+        if args.tile_size is None and offload.decode_tile_size is not None:
+            args.tile_size = offload.decode_tile_size
         log(str(offload))
+        # --- end issue #13 ---
     if args.fps is None:  # a hub id: the family is known only now
         from ..pipelines import rule_for
 

@@ -71,6 +71,14 @@ class Workload:
     tile_overlap: int | None = None
     overlap_frames: int | None = None
 
+    @classmethod
+    def for_call(cls, call_kwargs: dict[str, Any], **decode_options: Any) -> "Workload":
+        """The workload of a pipeline call (``num_frames``, ``height``, ``width`` and every other
+        argument of ``call_kwargs``) with the decode options of ``vidmem.decode_latents``."""
+        rest = {k: v for k, v in call_kwargs.items() if k not in ("num_frames", "height", "width")}
+        return cls(call_kwargs.get("num_frames"), call_kwargs.get("height"),
+                   call_kwargs.get("width"), call_kwargs=rest, **decode_options)
+
     def describe(self) -> str:
         size = (f"{self.width}x{self.height}" if self.width and self.height else "default size")
         frames = f"{self.num_frames} frames" if self.num_frames else "default frames"
