@@ -8,7 +8,8 @@ position embeddings and the first/last projections stay in the compute dtype
 (``DEFAULT_SKIP_MODULES_PATTERN``), and so do a diffusers model's own exceptions
 (``_keep_in_fp32_modules``, ``_skip_layerwise_casting_patterns``: Wan's condition embedder reads
 its weights' dtype to cast its inputs). That is ``ModelMixin.enable_layerwise_casting``; other
-modules (transformers text encoders) get ``apply_layerwise_casting`` with the defaults. The
+modules (transformers text encoders) get ``apply_layerwise_casting`` with the defaults plus their
+``_keep_in_fp32_modules`` (T5's ``wo``, which T5 also reads to cast its inputs). The
 planner needs the sizes before anything is applied, so :func:`fp8_sizes` walks the module tree
 with the same rule.
 
@@ -32,8 +33,8 @@ def _skip_patterns(module: torch.nn.Module) -> tuple[str, ...]:
     from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
 
     patterns = tuple(DEFAULT_SKIP_MODULES_PATTERN)
+    patterns += tuple(getattr(module, "_keep_in_fp32_modules", None) or ())
     if _is_diffusers_model(module):
-        patterns += tuple(getattr(module, "_keep_in_fp32_modules", None) or ())
         patterns += tuple(getattr(module, "_skip_layerwise_casting_patterns", None) or ())
     return patterns
 
@@ -114,4 +115,4 @@ def apply_fp8_storage(module: torch.nn.Module) -> None:
     from diffusers.hooks import apply_layerwise_casting
 
     apply_layerwise_casting(module, storage_dtype=STORAGE_DTYPE, compute_dtype=dtype,
-                            skip_modules_pattern="auto")
+                            skip_modules_pattern=_skip_patterns(module))
