@@ -56,6 +56,12 @@ backend choice happens above the dispatcher):
 
 Everything else: outputs only (element-wise, matmul, reductions, copies, concatenation, ...).
 cuBLAS' workspace is allocated once per handle and kept: the planner's constant covers it.
+
+Known gaps (CPU target only, where the rules serve to check the simulator): oneDNN's reorders
+are modeled as full input, output and blocked-weight copies; for a strided "patchify"
+convolution with few input channels (a CLIP image encoder's patch embedding) oneDNN copies less,
+so such a stage is over-estimated (SVD's image encoder: x4). bf16 CPU attention on CPUs with AMX
+also packs K and V (not modeled).
 """
 
 from __future__ import annotations

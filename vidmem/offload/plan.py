@@ -519,9 +519,8 @@ def plan_offload(pipe: Any, budget: int | str, *, device: str | None = None,
     arithmetic = _Budget(comps, budget_bytes, overhead, excluded)
     plan.smallest_budget_bytes = arithmetic.smallest()
     arithmetic.assign()
-    if allow_fp8:
+    if allow_fp8:  # (the smallest budget stays the full-precision one: block streaming)
         _prefer_fp8(pipe, comps, arithmetic)
-        plan.smallest_budget_bytes = arithmetic.smallest()
     return plan
 
 

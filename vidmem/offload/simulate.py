@@ -8,15 +8,15 @@ tensors, while at the tiny pipeline's shape the activations are a few hundred KB
 reserve is wrong at both ends. So the forward is *run*, but on fake tensors: every op produces a
 tensor with the real shape, dtype, strides and device and no storage behind it, and PyTorch's own
 ``MemTracker`` (``torch.distributed._tools.mem_tracker``) counts the bytes of the storages that
-are alive, op by op. The peak of that count is the activation peak. A Wan 2.1 14B block at
-720p/81 frames simulates in about a second on a laptop CPU.
+are alive, op by op. The peak of that count is the activation peak. A whole Wan 2.1 14B
+transformer pass at 720p/81 frames simulates in about two seconds on a shared 2-core CPU.
 
 Why MemTracker and not a tracker of our own: it already keys live memory by *storage* (views and
-in-place ops cost nothing, as on a device), attaches a finalizer to each fake storage so the bytes
-leave the count exactly when the last reference dies (a naive weakref on meta tensors does not:
-meta storages are shared and never seen to die), and rounds CUDA allocations to the caching
-allocator's 512-byte blocks. It has one limitation for this use: a module may be called at the top
-level only once per tracker, so each call gets its own simulation (:func:`simulate_call`).
+in-place ops cost nothing, as on a device) and attaches a finalizer to each fake storage, so the
+bytes leave the count when the last reference dies (a probe of a naive weakref tracker over meta
+tensors counted 26 GiB still alive after a forward; here a test checks that the count returns to
+the outputs' size). Its per-module statistics are switched off (:func:`live_bytes_tracker`), and
+each component call gets its own tracker (:func:`simulate_call`).
 
 Accounting rules (bytes of live tensor storage on the target device; the kernel rules are in
 :mod:`vidmem.offload.kernel_rules`):
@@ -52,11 +52,14 @@ source):
 
 * :data:`CUDA_CONTEXT_BYTES`: the CUDA context (kernel images, cuBLAS/cuDNN handles). It lives
   outside PyTorch's allocator, so ``torch.cuda.max_memory_allocated`` does not show it, but it
-  takes device memory from the same budget. 512 MiB: the order of magnitude PyTorch's CUDA
-  semantics notes give for the context with lazy module loading (CUDA >= 11.7), rounded up.
-* :data:`KERNEL_WORKSPACE_BYTES`: cuBLAS/cuBLASLt workspaces (allocated once through the caching
-  allocator and kept; 32 MiB each on Hopper per ``CublasHandlePool.cpp``) and cuDNN convolution
-  workspaces (allocated per call, up to what is free). 128 MiB.
+  takes device memory from the same budget. 512 MiB: an estimate, not a measurement (no GPU was
+  available when it was set): a CUDA 12 context with lazy module loading takes a few hundred MiB
+  depending on the GPU and the libraries loaded; ``benchmarks/bench_plan.py --device cuda``
+  reports what a GPU really has, to calibrate it.
+* :data:`KERNEL_WORKSPACE_BYTES`: cuBLAS/cuBLASLt workspaces (allocated once per handle through
+  the caching allocator and kept; tens of MiB on recent GPUs, set by ``CUBLAS_WORKSPACE_CONFIG``)
+  and cuDNN convolution workspaces (allocated per call, bounded by what is free). 128 MiB, also an
+  estimate to calibrate on a GPU.
 """
 
 from __future__ import annotations

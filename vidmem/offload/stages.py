@@ -32,6 +32,12 @@ simulated peak) within the stage's window:
 The same windows are marked in a real run by :mod:`vidmem.offload.measure`, which is how the
 simulation is checked against the PyTorch profiler on CPU and ``max_memory_allocated`` on CUDA.
 
+Limits: a forward whose memory depends on tensor *values* cannot run on fake tensors (Mochi's
+attention selects the valid prompt tokens with ``nonzero``; HunyuanVideo 1.5's text model reads
+positions from the data); the planner then says so and falls back to an estimate. Tensors the
+glue makes outside tensor ops (numpy images, tokenizer outputs) are host memory in a GPU run and
+are not counted.
+
 The glue runs on the CPU with real tensors: at Wan 2.1 14B's 720p/81-frame shape that is a few
 latent-sized float32 tensors (~20 MB each), a fraction of a second. Prompts are one token word; a
 stand-in byte-level tokenizer replaces tokenizers that are not loaded (``vidmem plan --model``
