@@ -50,8 +50,6 @@ def _shape(shape: tuple[int, int, int]) -> str:
 
 
 def cpu_rows(quick: bool) -> list[dict]:
-    import torch
-
     import vidmem
     from vidmem.offload.measure import measure_decode_cpu, measure_pipeline_cpu
     from vidmem.offload.stages import (Workload, decode_latents_meta, simulate_decode,

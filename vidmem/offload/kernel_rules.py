@@ -231,24 +231,26 @@ class KernelRules(TorchDispatchMode):
                            kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         aten = torch.ops.aten
-        if func is aten._fused_rms_norm.default:
+        if func is aten._fused_rms_norm.default and self.target == "cpu":
+            return _cpu_rms_norm(*args, **kwargs)
+        if func in (aten._fused_rms_norm.default, aten.native_layer_norm.default,
+                    aten.native_group_norm.default):
             x = args[0]
-            if self.target == "cpu":
-                return _cpu_rms_norm(*args, **kwargs)
-            copy = None if x.is_contiguous() else _empty(x.shape, x)
-            out = func(*args, **kwargs)
-            del copy
-            return out
-        if func in (aten.native_layer_norm.default, aten.native_group_norm.default):
-            x = args[0]
-            copy = None if x.is_contiguous() else _empty(x.shape, x)
-            out = func(*args, **kwargs)
-            del copy
-            return out
+            copies = [] if x.is_contiguous() else [(tuple(x.shape), x.dtype)]
+            return _with_buffers(func, args, kwargs, lambda out: copies)
         if func is aten.convolution.default:
-            out = func(*args, **kwargs)
-            scratch = [torch.empty(shape, dtype=dtype, device=out.device)
-                       for shape, dtype in _conv_scratch(self.target, self.num_threads, args, out)]
-            del scratch
-            return out
+            return _with_buffers(func, args, kwargs,
+                                 lambda out: _conv_scratch(self.target, self.num_threads, args, out))
         return func(*args, **kwargs)
+
+
+def _with_buffers(func: Any, args: tuple, kwargs: dict,
+                  buffers: Callable[[Any], list[tuple[tuple[int, ...], torch.dtype]]]) -> Any:
+    """Run ``func`` and, while its outputs are alive, allocate and free the kernel's internal
+    buffers (``buffers(outputs)``: shapes and dtypes): the peak then holds both, as on the
+    device."""
+    out = func(*args, **kwargs)
+    first = out[0] if isinstance(out, (tuple, list)) else out
+    held = [torch.empty(shape, dtype=dtype, device=first.device) for shape, dtype in buffers(out)]
+    held.clear()
+    return out

@@ -51,7 +51,7 @@ import inspect
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
@@ -543,11 +543,3 @@ def simulate_stages(pipe: Any, workload: Workload | None = None, *, target: str 
             decode.name = name
             stages[name] = decode
     return StageSimulation(stages, decode_plan, time.perf_counter() - t0, target)
-
-
-def iter_stage_names(pipe: Any) -> Iterator[str]:
-    """Component names in the pipeline's offload order (those a stage is reported for)."""
-    from .plan import offload_sequence
-
-    for name, _ in offload_sequence(pipe):
-        yield name
