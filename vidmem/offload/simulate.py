@@ -299,7 +299,8 @@ def simulate_call(module: torch.nn.Module, args: tuple = (), kwargs: dict | None
     """Simulate ``module(*args, **kwargs)``: the arguments may be real, meta or fake tensors (only
     their shapes, strides and dtypes are used), the module's weights are replaced by fake ones,
     and only the memory the forward allocates is counted (rule 2). ``output`` holds fake tensors
-    with the real output's shapes and dtypes."""
+    with the real output's shapes and dtypes. With ``one_block`` the module's lists of repeated
+    blocks are cut for the duration of the call and restored after it (rule 6; not thread-safe)."""
     from torch.func import functional_call
 
     # A call that returns every layer's hidden states keeps them all alive: its peak grows with

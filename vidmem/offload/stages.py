@@ -237,7 +237,8 @@ class _Runner:
 class _StandIn:
     """Takes a component's place in the simulated pipeline: calls (and ``encode``) are simulated,
     every other attribute (config, dtype, helper methods) is the real component's. Not an
-    ``nn.Module``, so no module hooks fire and the real module is never modified."""
+    ``nn.Module``, so no module hooks fire; the real module's weights are never touched (only its
+    block lists are cut for the duration of a simulated call, :func:`simulate_call`)."""
 
     def __init__(self, name: str, module: torch.nn.Module, runner: _Runner):
         object.__setattr__(self, "_name", name)
