@@ -470,8 +470,6 @@ def test_every_flag_has_help_that_names_its_default():
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
     for name, sub in subparsers.choices.items():
-        if name == "plan":
-            continue  # TODO(merge #13): plan's flags are being rewritten on branch issue-13
         for action in sub._actions:
             if not action.option_strings or action.dest == "help":
                 continue

@@ -49,9 +49,13 @@ def read_model_index(model: str) -> dict[str, Any]:
 
 def pipeline_class_name(model: str) -> str | None:
     """The pipeline class a local model directory declares (``model_index.json``), without
-    loading any weights; ``None`` for hub ids (their config is read at load time)."""
+    loading any weights; for hub ids the class of a well-known one (``vidmem.shapes``), else
+    ``None`` (their config is read at load time)."""
     if looks_like_hub_id(model):
-        return None
+        from .shapes import KNOWN_HUB_PIPELINES
+
+        known = KNOWN_HUB_PIPELINES.get(model)
+        return known[0] if known else None
     return read_model_index(model)["_class_name"]
 
 
@@ -161,9 +165,13 @@ class PipelineSkeleton:
     """A pipeline's model components with their real shapes and dtypes but no weights (meta
     tensors), built from the configs alone, for planning: ``plan_offload`` and ``plan_decode``
     need sizes, not values. Has what those read: ``components``, ``model_cpu_offload_seq``,
-    ``_exclude_from_cpu_offload``, ``vae``."""
+    ``_exclude_from_cpu_offload``, ``vae``; and, for the memory simulation
+    (:mod:`vidmem.offload.stages`), where the configs came from (``source``) and the
+    ``model_index.json`` (``index``: scheduler classes, config values such as
+    ``boundary_ratio``)."""
 
-    def __init__(self, class_name: str, components: dict[str, Any]):
+    def __init__(self, class_name: str, components: dict[str, Any], source: str | None = None,
+                 index: dict[str, Any] | None = None):
         import diffusers
 
         self.class_name = class_name
@@ -171,6 +179,8 @@ class PipelineSkeleton:
         cls = getattr(diffusers, class_name, None)
         self.model_cpu_offload_seq = getattr(cls, "model_cpu_offload_seq", None)
         self._exclude_from_cpu_offload = list(getattr(cls, "_exclude_from_cpu_offload", []) or [])
+        self.source = source
+        self.index = dict(index or {})
         for name, module in components.items():
             setattr(self, name, module)
 
@@ -192,11 +202,13 @@ def load_pipeline_skeleton(model: str, dtype: torch.dtype | None = None):
     from accelerate import init_empty_weights
 
     path = Path(model)
+    if not path.exists():
+        model = _hub_configs(model)
+        path = Path(model)
     if path.exists():
         index = read_model_index(model)
         class_name = index["_class_name"]
     else:
-        check_model_reachable(model)
         from huggingface_hub import hf_hub_download
 
         index = json.loads(Path(hf_hub_download(model, "model_index.json")).read_text())
@@ -212,7 +224,32 @@ def load_pipeline_skeleton(model: str, dtype: torch.dtype | None = None):
                 components[name] = module.to(dtype) if dtype is not None else module
     finally:
         diffusers.utils.logging.set_verbosity(verbosity)
-    return PipelineSkeleton(class_name, components)
+    return PipelineSkeleton(class_name, components, source=model, index=index)
+
+
+def _hub_configs(model: str) -> str:
+    """Where to read a hub id's configs from: the hub (``model`` itself, when it can be reached
+    or is cached), or, for a well-known id when it cannot (``HF_HUB_OFFLINE=1``, no network),
+    the configs ``vidmem.shapes`` reproduces. Other ids fail here with one clear line."""
+    from .shapes import known_pipeline_configs
+
+    if not looks_like_hub_id(model):
+        raise FileNotFoundError(f"model {model!r} not found: pass a diffusers pipeline directory "
+                                f"(written by save_pretrained) or a hub id like org/name")
+    reason = hub_unreachable_reason(model)
+    if reason is None:
+        return model
+    known = known_pipeline_configs(model)
+    if known is None:
+        raise ConnectionError(f"{reason}; vidmem knows these ids offline: "
+                              f"{', '.join(_known_ids())}")
+    return str(known)
+
+
+def _known_ids() -> list[str]:
+    from .shapes import KNOWN_HUB_PIPELINES
+
+    return sorted(KNOWN_HUB_PIPELINES)
 
 
 def vae_skeleton(model: str) -> torch.nn.Module | None:

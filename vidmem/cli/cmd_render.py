@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from .options import (TINY_STEPS, HelpFormatter, UsageError, add_decode_options,
-                      check_sizes_for_family, parse_budget, positive_float, positive_int,
+                      budget_or_auto, check_sizes_for_family, positive_float, positive_int,
                       resolve_model)
 from .progress import Progress
 
@@ -75,9 +75,14 @@ def add_parser(sub: Any) -> None:
                    help="replace an existing OUT, kept latents and partial streams of an earlier "
                         "run (default: refuse, naming them)")
     r.add_argument("--budget", default=None,
-                   help="accelerator memory budget, e.g. 8GiB, 6GB, 500MiB: components are kept "
-                        "resident, moved in per stage, or streamed in blocks to fit it (default: "
-                        "no offload)")
+                   help="accelerator memory budget, e.g. 8GiB, 6GB, 500MiB, or 'auto' (free "
+                        "CUDA memory minus a margin): components are kept resident, moved in per "
+                        "stage, or streamed in blocks to fit it, planned for this render's shape "
+                        "(default: no offload)")
+    r.add_argument("--allow-fp8", action="store_true",
+                   help="with --budget: a component that would stream its blocks may be stored in "
+                        "float8 (computed in its own dtype) when that lets it run whole (default: "
+                        "off)")
     r.add_argument("--keep-latents", action="store_true",
                    help="keep OUT's .latents.safetensors after a successful render (default: "
                         "removed; always kept when decoding fails)")
@@ -134,7 +139,7 @@ def check_args(args: argparse.Namespace) -> None:
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from None
     if args.budget is not None:
-        parse_budget(args.budget)
+        budget_or_auto(args.budget)  # a size or "auto"
     try:
         check_model_reachable(args.model)
     except OSError as e:
@@ -227,10 +232,20 @@ def _render(args: argparse.Namespace) -> int:
     frames = kwargs.get("num_frames")
     offload = None
     if args.budget is not None:
+        # --- issue #13: plan for this render's own shape and decode options; the decode then
+        # uses the tile size the plan's decode stage was simulated with ---
         from ..offload import plan_offload
+        from ..offload.stages import Workload
 
-        offload = plan_offload(pipe, parse_budget(args.budget))
+        workload = Workload.for_call(kwargs, chunk_frames=args.chunk_frames,
+                                     tile_size=args.tile_size, tile_overlap=args.tile_overlap,
+                                     overlap_frames=args.overlap_frames)
+        offload = plan_offload(pipe, budget_or_auto(args.budget), workload=workload,
+                               allow_fp8=args.allow_fp8)
+        if args.tile_size is None and offload.decode_tile_size is not None:
+            args.tile_size = offload.decode_tile_size
         log(str(offload))
+        # --- end issue #13 ---
     if args.fps is None:  # a hub id: the family is known only now
         from ..pipelines import rule_for
 

@@ -91,6 +91,14 @@ def parse_budget(text: str, flag: str = "--budget") -> int:
         raise UsageError(f"{flag}: {e}") from None
 
 
+def budget_or_auto(text: str, flag: str = "--budget") -> int | str:
+    """A memory size in bytes, or ``"auto"`` (the CUDA device's free memory minus a margin,
+    resolved by the planner)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    return parse_budget(text, flag)
+
+
 def check_sizes_for_family(rule: Any, num_frames: int | None, height: int | None,
                            width: int | None) -> None:
     """Frame count and sizes the family cannot produce, refused with the nearest valid values."""

@@ -54,9 +54,13 @@ class DecodePlan:
     tiles: list[Tile] = field(repr=False)
 
     def summary(self) -> str:
-        tiling = (f"{len(self.tiles)} tiles of {self.tile_latent} latent px "
+        def n(count: int, noun: str) -> str:
+            return f"{count} {noun}{'' if count == 1 else 's'}"
+
+        tiling = (f"{n(len(self.tiles), 'tile')} of {self.tile_latent} latent px "
                   f"(overlap {self.tile_overlap_latent})" if self.tile_latent else "untiled")
-        temporal = f"{len(self.windows)} chunks of {self.chunk_latents} latent frames"
+        temporal = (f"{n(len(self.windows), 'chunk')} of "
+                    f"{n(self.chunk_latents, 'latent frame')}")
         if self.context_latents:
             temporal += f" (+{self.context_latents} context, {self.blend_frames}-frame cross-fade)"
         return (f"{self.family} VAE, {self.streaming} streaming: {self.frames} frames "
@@ -240,51 +244,65 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames:
     return _stream(adapter, z, plan, output_type, progress)
 
 
-def _stream(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan, output_type: OutputType,
-            progress: Callable[[int, int], None] | None) -> Iterator:
+def device_chunks(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan,
+                  output_type: OutputType, windows: list[Window] | None = None) -> Iterator:
+    """The device side of the stream: for each window (default: all of ``plan.windows``) decode
+    its tiles, blend, cross-fade and convert, and yield ``(frames, chunk)``: the chunk *on the
+    VAE's device* (uint8 ``(T, H, W, 3)``, or the native float32 layout for ``"pt"``) and its
+    number of frames; empty chunks are skipped.
+
+    Separate from the host transfer so the memory simulator (``vidmem.offload.stages``) runs
+    exactly this code on fake tensors."""
     device, dtype = _vae_device_dtype(adapter.vae)
     feather = plan.tile_overlap_latent * adapter.spatial_factor
     masks = [tile_mask(t, feather).to(device) for t in plan.tiles] if len(plan.tiles) > 1 else []
     states = [adapter.new_state() for _ in plan.tiles]
-    pinned = device.type == "cuda" and output_type == "uint8"
+    windows = plan.windows if windows is None else windows
     tail: torch.Tensor | None = None
+    for window in windows:
+        if adapter.streaming == "window":
+            states = [adapter.new_state() for _ in plan.tiles]
+        out = _decode_window(adapter, z, window, plan.tiles, states, masks, device, dtype)
+        if adapter.clamps_output:
+            out = out.clamp_(-1.0, 1.0)
+        if tail is not None:
+            n = tail.shape[2]
+            i0 = window.keep_from - n - window.offset
+            w = crossfade(n).to(out.device).view(1, 1, n, 1, 1)
+            blended = tail * (1 - w) + out[:, :, i0:i0 + n] * w
+            out = torch.cat([blended, out[:, :, i0 + n:]], dim=2)
+        else:
+            out = out[:, :, window.keep_from - window.offset:]
+        last = window is plan.windows[-1]
+        if plan.blend_frames and not last:
+            tail = out[:, :, -plan.blend_frames:]
+            out = out[:, :, :-plan.blend_frames]
+        else:
+            tail = None
+        if out.shape[2] == 0:
+            continue
+        frames = out.shape[2]
+        chunk = vae_pixels_to_uint8(out) if output_type == "uint8" else adapter.from_canonical(out)
+        del out
+        yield frames, chunk
+        del chunk  # the consumer has it; do not keep it alive while decoding the next
+
+
+def _stream(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan, output_type: OutputType,
+            progress: Callable[[int, int], None] | None) -> Iterator:
+    device, _ = _vae_device_dtype(adapter.vae)
+    pinned = device.type == "cuda" and output_type == "uint8"
     done = 0
     with torch.no_grad():
-        for k, window in enumerate(plan.windows):
-            if adapter.streaming == "window":
-                states = [adapter.new_state() for _ in plan.tiles]
-            out = _decode_window(adapter, z, window, plan.tiles, states, masks, device, dtype)
-            if adapter.clamps_output:
-                out = out.clamp_(-1.0, 1.0)
-            if tail is not None:
-                n = tail.shape[2]
-                i0 = window.keep_from - n - window.offset
-                w = crossfade(n).to(out.device).view(1, 1, n, 1, 1)
-                blended = tail * (1 - w) + out[:, :, i0:i0 + n] * w
-                out = torch.cat([blended, out[:, :, i0 + n:]], dim=2)
+        for frames, chunk in device_chunks(adapter, z, plan, output_type):
+            done += frames
+            if pinned:  # one uint8 copy through pinned memory, not a float32 pageable one
+                host = torch.empty(chunk.shape, dtype=torch.uint8, pin_memory=True)
+                host.copy_(chunk, non_blocking=True)
+                torch.cuda.current_stream(device).synchronize()
+                chunk = host
             else:
-                out = out[:, :, window.keep_from - window.offset:]
-            last = k == len(plan.windows) - 1
-            if plan.blend_frames and not last:
-                tail = out[:, :, -plan.blend_frames:]
-                out = out[:, :, :-plan.blend_frames]
-            else:
-                tail = None
-            if out.shape[2] == 0:
-                continue
-            done += out.shape[2]
-            if output_type == "uint8":
-                chunk = vae_pixels_to_uint8(out)
-                if pinned:  # one uint8 copy through pinned memory, not a float32 pageable one
-                    host = torch.empty(chunk.shape, dtype=torch.uint8, pin_memory=True)
-                    host.copy_(chunk, non_blocking=True)
-                    torch.cuda.current_stream(device).synchronize()
-                    chunk = host
-                else:
-                    chunk = chunk.cpu()
-            else:
-                chunk = adapter.from_canonical(out).cpu()
-            del out
+                chunk = chunk.cpu()
             release_host_memory()
             if progress is not None:
                 progress(done, plan.frames)
