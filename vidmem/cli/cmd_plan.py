@@ -43,16 +43,17 @@ def add_parser(sub: Any) -> None:
     pl.add_argument("--budget", required=True,
                     help="device memory for the render, e.g. 8GiB, 6GB, 500MiB, or bytes; "
                          "'auto': the CUDA device's free memory minus a margin (5%% of it, at "
-                         "least 256 MiB)")
+                         "least 256 MiB) (required)")
     pl.add_argument("--device", default=None,
                     help="cuda, cuda:N or cpu (default: cuda if available)")
     pl.add_argument("--reserve", default=None,
                     help="working memory per stage, replacing the simulated activations (and "
-                         "the CUDA context estimate), e.g. 2GiB or 0")
+                         "the CUDA context estimate), e.g. 2GiB or 0 (default: simulated)")
     pl.add_argument("--allow-fp8", action="store_true",
                     help="a component that would stream its blocks may be stored in float8 "
-                         "(computed in its own dtype) when that lets it run whole")
-    pl.add_argument("--json", action="store_true")
+                         "(computed in its own dtype) when that lets it run whole (default: off)")
+    pl.add_argument("--json", action="store_true",
+                    help="print the plan as JSON (default: a table)")
     add_decode_options(pl)
     pl.set_defaults(handler=run)
 
