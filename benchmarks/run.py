@@ -4,8 +4,10 @@ Benchmarks: VAE decode alone (``bench_decode``), MP4 writing alone (``bench_writ
 end, latents to MP4, the diffusers way vs ``vidmem.decode_to_video``, with the breakdown of
 vidmem's peak host memory (``bench_e2e``, the realistic Wan config at 41 / 161 / 321 frames and
 the earlier tiny config at 33 to 321 frames; ``--quick``: the tiny config only), decode
-quality per VAE family (``bench_quality``), and with ``--device cuda`` the offload comparison
-(``bench_offload``: diffusers' offload levers vs vidmem plans, peak device memory and time).
+quality per VAE family (``bench_quality``), simulated vs measured stage peaks for offload plans
+(``bench_plan``; its GPU columns with ``--device cuda``), and with ``--device cuda`` the offload
+comparison (``bench_offload``: diffusers' offload levers vs vidmem plans, peak device memory and
+time).
 
     python -m benchmarks.run [--quick] [--device cpu|cuda] [--out DIR]
 
@@ -21,7 +23,7 @@ import platform
 import sys
 from pathlib import Path
 
-from . import bench_decode, bench_e2e, bench_offload, bench_quality, bench_writer
+from . import bench_decode, bench_e2e, bench_offload, bench_plan, bench_quality, bench_writer
 from .common import plot_rss_vs_frames
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -66,6 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
             ["--config", "tiny", "--frames", "33", "81", "161", "321",
              "--out", str(args.out / "e2e_tiny.json"), "--no-plot"])}),
         "quality": bench_quality.main(quick + ["--out", str(args.out / "quality.json")]),
+        "plan": bench_plan.main(quick + ["--device", args.device,
+                                         "--out", str(args.out / "plan.json")]),
     }
     if args.device == "cuda":
         results["offload"] = bench_offload.main(quick + ["--out", str(args.out / "offload.json")])

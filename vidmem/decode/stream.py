@@ -58,9 +58,13 @@ class DecodePlan:
     tiles: list[Tile] = field(repr=False)
 
     def summary(self) -> str:
-        tiling = (f"{len(self.tiles)} tiles of {self.tile_latent} latent px "
+        def n(count: int, noun: str) -> str:
+            return f"{count} {noun}{'' if count == 1 else 's'}"
+
+        tiling = (f"{n(len(self.tiles), 'tile')} of {self.tile_latent} latent px "
                   f"(overlap {self.tile_overlap_latent})" if self.tile_latent else "untiled")
-        temporal = f"{len(self.windows)} chunks of {self.chunk_latents} latent frames"
+        temporal = (f"{n(len(self.windows), 'chunk')} of "
+                    f"{n(self.chunk_latents, 'latent frame')}")
         if self.context_latents:
             temporal += f" (+{self.context_latents} context, {self.blend_frames}-frame cross-fade)"
         return (f"{self.family} VAE, {self.streaming} streaming: {self.frames} frames "
@@ -109,7 +113,8 @@ def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: in
     ``chunk_frames`` new frames per chunk, ``overlap_frames`` frames of context re-decoded by each
     window of a non-causal family (ignored by cache-carrying families, which need none),
     ``tile_size``/``tile_overlap`` the spatial tile edge and overlap (``tile_size=0`` disables
-    spatial tiling; ``None`` chooses from the frame size and free device memory).
+    spatial tiling; ``None`` chooses from the frame size and free device memory; the overlap
+    defaults to 64 px, or a quarter of a smaller tile).
     ``decode_kwargs`` are the extra arguments of the VAE's ``decode`` (they can change the plan:
     LTX-2's ``causal=True`` makes its decode exactly streamable).
     """
@@ -169,7 +174,8 @@ def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: in
                 f"tile_size {tile_px}px is below the {adapter.name} VAE's minimum of "
                 f"{adapter.min_tile_latent * sf}px ({adapter.min_tile_latent} latent px x{sf}); "
                 f"use a larger tile_size or 0 to disable tiling")
-        overlap_px = DEFAULT_TILE_OVERLAP if tile_overlap is None else tile_overlap
+        # The default overlap shrinks with small tiles, so any tile size works without it.
+        overlap_px = min(DEFAULT_TILE_OVERLAP, tile_px // 4) if tile_overlap is None else tile_overlap
         overlap_latent = overlap_px // sf
         if overlap_latent >= tile_latent:
             raise ValueError(f"tile_overlap ({overlap_px}px) must be smaller than tile_size "
@@ -231,18 +237,73 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames:
     plan = plan_decode(vae, latents, chunk_frames=chunk_frames, overlap_frames=overlap_frames,
                        tile_size=tile_size, tile_overlap=tile_overlap, adapter=adapter)
     z = adapter.to_canonical(latents)
+    if z.device.type != "meta" and not bool(torch.isfinite(z).all()):
+        bad = int(z.numel() - torch.isfinite(z).sum())
+        raise ValueError(f"the latents contain {bad} NaN/inf value(s) of {z.numel()}: the "
+                         f"denoising diverged (common with fp16: try bf16 or fp32, or another "
+                         f"seed); nothing was decoded")
     if output_type == "uint8" and z.shape[0] != 1:
         raise ValueError(f"uint8 output decodes one video at a time; got a batch of "
                          f"{z.shape[0]} (pass one video's latents or output_type='pt')")
     return _stream(adapter, z, plan, output_type, progress)
 
 
-def _stream(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan, output_type: OutputType,
-            progress: Callable[[int, int], None] | None) -> Iterator:
+def device_chunks(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan,
+                  output_type: OutputType, windows: list[Window] | None = None,
+                  conv_workspace: int | None = None) -> Iterator:
+    """The device side of the stream: for each window (default: all of ``plan.windows``) decode
+    its tiles, blend, cross-fade and convert, and yield ``(frames, chunk)``: the chunk *on the
+    VAE's device* (uint8 ``(T, H, W, 3)``, or the native float32 layout for ``"pt"``) and its
+    number of frames; empty chunks are skipped.
+
+    ``conv_workspace``: cap (bytes) on the column buffer of CPU ``slow_conv3d`` calls
+    (:class:`~vidmem.decode.conv_workspace.BoundedConvWorkspace`; ``None``: torch's own calls).
+
+    Separate from the host transfer so the memory simulator (``vidmem.offload.stages``) runs
+    exactly this code on fake tensors."""
     device, dtype = _vae_device_dtype(adapter.vae)
     feather = plan.tile_overlap_latent * adapter.spatial_factor
     masks = [tile_mask(t, feather).to(device) for t in plan.tiles] if len(plan.tiles) > 1 else []
     states = [adapter.new_state() for _ in plan.tiles]
+    windows = plan.windows if windows is None else windows
+    tail: torch.Tensor | None = None
+    for window in windows:
+        if adapter.streaming == "window":
+            states = [adapter.new_state() for _ in plan.tiles]
+        # The mode is entered per window: never left active across a yield.
+        with BoundedConvWorkspace(conv_workspace) if conv_workspace else nullcontext():
+            out = _decode_window(adapter, z, window, plan.tiles, states, masks, device, dtype)
+        if adapter.clamps_output:
+            out = out.clamp_(-1.0, 1.0)
+        if tail is not None:
+            n = tail.shape[2]
+            i0 = window.keep_from - n - window.offset
+            w = crossfade(n).to(out.device).view(1, 1, n, 1, 1)
+            blended = tail * (1 - w) + out[:, :, i0:i0 + n] * w
+            out = torch.cat([blended, out[:, :, i0 + n:]], dim=2)
+        else:
+            out = out[:, :, window.keep_from - window.offset:]
+        last = window is plan.windows[-1]
+        if plan.blend_frames and not last:
+            tail = out[:, :, -plan.blend_frames:]
+            out = out[:, :, :-plan.blend_frames]
+        else:
+            tail = None
+        if out.shape[2] == 0:
+            continue
+        frames = out.shape[2]
+        # uint8 on the device, in place: the float chunk is ours and not needed afterwards (a
+        # cross-fade tail, if any, lies outside this view).
+        chunk = (vae_pixels_to_uint8_(out) if output_type == "uint8"
+                 else adapter.from_canonical(out))
+        del out
+        yield frames, chunk
+        del chunk  # the consumer has it; do not keep it alive while decoding the next
+
+
+def _stream(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan, output_type: OutputType,
+            progress: Callable[[int, int], None] | None) -> Iterator:
+    device, _ = _vae_device_dtype(adapter.vae)
     # CUDA uint8 chunks reach the host through one reused pinned buffer, each copy overlapped
     # with the next chunk's decode; elsewhere chunks are handed out as they are made.
     stager = HostStager(device) if device.type == "cuda" and output_type == "uint8" else None
@@ -251,41 +312,11 @@ def _stream(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan, output_ty
     if device.type == "cpu":  # host memory is where a CPU decode peaks
         allocator.tune_for_decode()
         conv_workspace = configured_max_bytes()
-    tail: torch.Tensor | None = None
     done = 0
     with torch.no_grad():
-        for k, window in enumerate(plan.windows):
-            if adapter.streaming == "window":
-                states = [adapter.new_state() for _ in plan.tiles]
-            # The mode is entered per window: never left active across a yield.
-            with BoundedConvWorkspace(conv_workspace) if conv_workspace else nullcontext():
-                out = _decode_window(adapter, z, window, plan.tiles, states, masks, device, dtype)
-            if adapter.clamps_output:
-                out = out.clamp_(-1.0, 1.0)
-            if tail is not None:
-                n = tail.shape[2]
-                i0 = window.keep_from - n - window.offset
-                w = crossfade(n).to(out.device).view(1, 1, n, 1, 1)
-                blended = tail * (1 - w) + out[:, :, i0:i0 + n] * w
-                out = torch.cat([blended, out[:, :, i0 + n:]], dim=2)
-            else:
-                out = out[:, :, window.keep_from - window.offset:]
-            last = k == len(plan.windows) - 1
-            if plan.blend_frames and not last:
-                tail = out[:, :, -plan.blend_frames:]
-                out = out[:, :, :-plan.blend_frames]
-            else:
-                tail = None
-            if out.shape[2] == 0:
-                continue
-            done += out.shape[2]
-            if output_type == "uint8":
-                # On the device, in place: the float chunk is ours and not needed afterwards (a
-                # cross-fade tail, if any, lies outside this view).
-                chunk = vae_pixels_to_uint8_(out)
-            else:
-                chunk = adapter.from_canonical(out).cpu()
-            del out
+        for frames, chunk in device_chunks(adapter, z, plan, output_type,
+                                           conv_workspace=conv_workspace):
+            done += frames
             release_host_memory()
             if stager is not None:
                 # Hand out the previous chunk (its copy ran while this one decoded), then start
@@ -300,8 +331,7 @@ def _stream(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan, output_ty
                 reported = done
                 del chunk
                 continue
-            if output_type == "uint8":
-                chunk = chunk.cpu()
+            chunk = chunk.cpu()
             if progress is not None:
                 progress(done, plan.frames)
             yield chunk
