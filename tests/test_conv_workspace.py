@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vidmem.decode.conv_workspace import (BoundedConvWorkspace, column_bytes,
+from vidmem.decode.conv_workspace import (DEFAULT_MAX_WORKSPACE_BYTES, BoundedConvWorkspace,
+                                          column_bytes,
                                           configured_max_bytes, piece_shape, split_conv3d)
 
 CASES = [  # (c_in, c_out, t, h, w, kernel, stride, padding, dilation): output frames of
@@ -95,7 +96,7 @@ def test_calls_that_do_not_need_it_pass_through():
 
 def test_environment_sets_or_disables_the_cap(monkeypatch):
     monkeypatch.delenv("VIDMEM_CONV_WORKSPACE", raising=False)
-    assert configured_max_bytes() == 32 << 20
+    assert configured_max_bytes() == DEFAULT_MAX_WORKSPACE_BYTES == 64 << 20
     monkeypatch.setenv("VIDMEM_CONV_WORKSPACE", "8MiB")
     assert configured_max_bytes() == 8 << 20
     monkeypatch.setenv("VIDMEM_CONV_WORKSPACE", "0")

@@ -101,3 +101,34 @@ def test_memory_work_leaves_frames_bit_identical(tmp_path, monkeypatch):
     on, _ = read_video(tmp_path / "on.mp4")
     off, _ = read_video(tmp_path / "off.mp4")
     assert on.shape == (9, 128, 192, 3) and np.array_equal(on, off)
+
+
+def test_report_breaks_the_decode_peak_down(tmp_path):
+    """``memory_breakdown=True`` puts the four terms in the report (and its JSON); they add up to
+    the decode's peak RSS; the CLI's render and decode accept ``--memory-breakdown``."""
+    import torch
+
+    import vidmem
+    from vidmem.cli import build_parser
+    from vidmem.tiny import tiny_wan_vae
+
+    vae = tiny_wan_vae(0)
+    z = torch.randn(1, 16, 2, 16, 24, generator=torch.Generator().manual_seed(0))
+    report = vidmem.decode_to_video(vae, z, tmp_path / "b.mp4", chunk_frames=4,
+                                    memory_breakdown=True)
+    m = report.memory
+    assert report.frames == 5 and m is not None and report.baseline_rss_bytes > 0
+    assert m["live_tensors"] > 0 and m["kernel_workspaces"] >= 0
+    assert (m["baseline_rss"] + m["live_tensors"] + m["kernel_workspaces"]
+            + m["allocator_overhead"]) == m["peak_rss"]
+    assert m["over_baseline"] == m["peak_rss"] - m["baseline_rss"]
+    assert report.peak_rss_bytes >= m["peak_rss"]
+    assert json.loads(report.to_json())["memory"]["largest_workspace_op"] == m[
+        "largest_workspace_op"]
+    assert "kernel workspaces" in str(report)
+    plain = vidmem.decode_to_video(vae, z, tmp_path / "p.mp4", chunk_frames=4)
+    assert plain.memory is None and plain.baseline_rss_bytes > 0
+    parser = build_parser()
+    assert parser.parse_args(["render", "--out", "x.mp4", "--memory-breakdown"]).memory_breakdown
+    assert parser.parse_args(["decode", "c.safetensors", "--out", "x.mp4",
+                              "--memory-breakdown"]).memory_breakdown

@@ -35,10 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-#: Default cap on the column buffer. Smaller pieces cost time (more, smaller GEMMs and copies:
-#: at 3 MiB a 480x832 conv took ~2x longer); from ~16 MiB up a split call is as fast as the
-#: unsplit one, which pays for page-faulting its huge buffer in (measured in RESULTS.md).
-DEFAULT_MAX_WORKSPACE_BYTES = 32 << 20
+#: Default cap on the column buffer. Smaller pieces cost time (more, smaller GEMMs and copies):
+#: on the realistic Wan config (480x832, 17 frames, 2 threads) a 3 MiB cap took ~2.3x the CPU
+#: time of torch's unsplit calls, 32 MiB ~1.2-1.4x, 64 MiB ~1.0x (the unsplit call pays for
+#: page-faulting its huge buffer in, ~20 s of system time), while the peak over the baseline was
+#: 404 / 464 / 488 MiB against ~1390 MiB unsplit (benchmarks/RESULTS.md).
+DEFAULT_MAX_WORKSPACE_BYTES = 64 << 20
 
 _Triple = tuple[int, int, int]
 
