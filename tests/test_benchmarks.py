@@ -22,10 +22,18 @@ def test_quick_benchmarks_run_and_write_results(tmp_path):
     assert "| case |" in proc.stdout
 
     e2e = results["e2e"]
-    assert {r["case"] for r in e2e["rows"]} == {"diffusers", "diffusers_tiled", "vidmem"}
+    assert {r["case"] for r in e2e["rows"]} == {"diffusers", "diffusers_tiled", "vidmem_untuned",
+                                                 "vidmem"}
     lengths = e2e["config"]["frames"]
     # quick mode runs diffusers' tiled decode at the shortest length only (it is the slowest)
-    assert len(e2e["rows"]) == 2 * len(lengths) + 1
+    assert len(e2e["rows"]) == 3 * len(lengths) + 1
+    # the peak RSS breakdown (profiled at the shortest length): its terms add up
+    assert {b["case"] for b in e2e["breakdown"]} == {"vidmem_untuned", "vidmem"}
+    for b in e2e["breakdown"]:
+        assert b["live_tensors"] > 0 and b["kernel_workspaces"] >= 0
+        assert (b["baseline"] + b["live_tensors"] + b["kernel_workspaces"]
+                + b["allocator_overhead"]) == b["peak_rss"]
+    assert "Where the peak goes" in proc.stdout
     for r in e2e["rows"]:
         assert r["frames"] == r["requested_frames"] and r["file_bytes"] > 0
         assert r["peak_rss"] > 0 and r["seconds"] > 0
