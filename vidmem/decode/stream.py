@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Literal
+from typing import Callable, Iterator, Literal, Protocol
 
 import torch
 
@@ -61,6 +61,31 @@ class DecodePlan:
             temporal += f" (+{self.context_latents} context, {self.blend_frames}-frame cross-fade)"
         return (f"{self.family} VAE, {self.streaming} streaming: {self.frames} frames "
                 f"{self.width}x{self.height}; {temporal}; {tiling}")
+
+
+class WorkSplit(Protocol):
+    """How several processes share one decode (implemented by :class:`vidmem.parallel.DecodeSplit`;
+    ``None``, the default, is one process doing everything through the unchanged path).
+
+    ``start(plan, device)`` is called once per stream and sets ``mode``: ``"tiles"`` (each window
+    asks ``gather`` for its tiles) or ``"windows"`` (the stream asks ``gather`` for its windows).
+    ``gather(items, produce)`` calls ``produce(i)`` for the items this process owns and yields
+    ``(i, result)`` for *every* item, in order, on the process that writes (rank 0), and nothing
+    elsewhere, so the blend sees the same tensors in the same order as a single process.
+    ``finish()`` after the last window; ``stop(error)`` when this process fails (``error``) or its
+    consumer stops reading (``None``), so the others are told instead of waiting forever.
+    """
+
+    mode: str
+
+    def start(self, plan: "DecodePlan", device: torch.device) -> None: ...
+
+    def gather(self, items: range, produce: Callable[[int], torch.Tensor]
+               ) -> Iterator[tuple[int, torch.Tensor]]: ...
+
+    def finish(self) -> None: ...
+
+    def stop(self, error: BaseException | None) -> None: ...
 
 
 def _vae_device_dtype(vae: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -183,17 +208,31 @@ def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: in
 
 def _decode_window(adapter: FamilyAdapter, z: torch.Tensor, window: Window, tiles: list[Tile],
                    states: list, masks: list[torch.Tensor], device: torch.device,
-                   dtype: torch.dtype) -> torch.Tensor:
-    """Decode one window, all its tiles, blended into one float32 buffer on ``device``."""
+                   dtype: torch.dtype, split: WorkSplit | None = None) -> torch.Tensor | None:
+    """Decode one window, all its tiles, blended into one float32 buffer on ``device``.
+
+    ``split`` (tile mode): this process decodes only its own tiles and the writing process blends
+    every tile, received in tile order, exactly as one process would; the others return ``None``.
+    """
     zw = z[:, :, window.latents.as_slice()]
     first = window.latents.start == 0
-    if len(tiles) == 1:
+    if split is None and len(tiles) == 1:
         piece = adapter.decode_piece(zw.to(device, dtype), states[0], first)
         return piece.float()
-    acc = norm = None
-    for tile, state, mask in zip(tiles, states, masks):
+
+    def decode_tile(i: int) -> torch.Tensor:
+        tile = tiles[i]
         zt = zw[:, :, :, tile.rows.as_slice(), tile.cols.as_slice()].to(device, dtype)
-        piece = adapter.decode_piece(zt, state, first).float()
+        return adapter.decode_piece(zt, states[i], first).float()
+
+    pieces = (split.gather(range(len(tiles)), decode_tile) if split is not None
+              else ((i, decode_tile(i)) for i in range(len(tiles))))
+    acc = norm = None
+    for i, piece in pieces:
+        tile, mask = tiles[i], masks[i] if masks else None
+        if mask is None:  # one tile (split mode only): nothing to blend
+            acc = piece
+            continue
         if acc is None:
             b, c, t = piece.shape[:3]
             height, width = tiles[-1].py.stop, tiles[-1].px.stop
@@ -202,6 +241,8 @@ def _decode_window(adapter: FamilyAdapter, z: torch.Tensor, window: Window, tile
         acc[:, :, :, tile.py.as_slice(), tile.px.as_slice()] += piece * mask
         norm[tile.py.as_slice(), tile.px.as_slice()] += mask
         del piece
+    if acc is None or norm is None:
+        return acc
     return acc / norm
 
 
@@ -209,7 +250,7 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames:
                    overlap_frames: int | None = None, tile_size: int | None = None,
                    tile_overlap: int | None = None, output_type: OutputType = "uint8",
                    progress: Callable[[int, int], None] | None = None,
-                   decode_kwargs: dict | None = None) -> Iterator:
+                   decode_kwargs: dict | None = None, split: WorkSplit | None = None) -> Iterator:
     """Decode ``latents`` (exactly what ``vae.decode`` takes) as an iterator of chunks, in order.
 
     ``output_type="pt"``: float32 chunks in the layout of ``vae.decode(latents).sample``;
@@ -220,6 +261,10 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames:
     ``decode_kwargs`` are extra arguments of the VAE's own ``decode`` (e.g. LTX's ``temb``).
     ``progress(frames_done, frames_total)`` is called after each chunk. Options are checked (see
     :func:`plan_decode`) before anything is decoded.
+
+    ``split``: share this decode with other processes (a :class:`vidmem.parallel.DecodeSplit`;
+    every process calls this with the same latents and options, and only rank 0's iterator yields
+    chunks, equal to a single process's).
     """
     if output_type not in ("uint8", "pt"):
         raise ValueError(f"output_type must be 'uint8' or 'pt', got {output_type!r}")
@@ -230,25 +275,62 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames:
     if output_type == "uint8" and z.shape[0] != 1:
         raise ValueError(f"uint8 output decodes one video at a time; got a batch of "
                          f"{z.shape[0]} (pass one video's latents or output_type='pt')")
-    return _stream(adapter, z, plan, output_type, progress)
+    return _stream(adapter, z, plan, output_type, progress, split)
 
 
 def _stream(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan, output_type: OutputType,
-            progress: Callable[[int, int], None] | None) -> Iterator:
+            progress: Callable[[int, int], None] | None,
+            split: WorkSplit | None = None) -> Iterator:
     device, dtype = _vae_device_dtype(adapter.vae)
     feather = plan.tile_overlap_latent * adapter.spatial_factor
     masks = [tile_mask(t, feather).to(device) for t in plan.tiles] if len(plan.tiles) > 1 else []
     states = [adapter.new_state() for _ in plan.tiles]
     pinned = device.type == "cuda" and output_type == "uint8"
+
+    def window_pixels(k: int) -> torch.Tensor | None:
+        """Window ``k``, all tiles blended and clamped (``None``: another process blends it)."""
+        nonlocal states
+        if adapter.streaming == "window":
+            states = [adapter.new_state() for _ in plan.tiles]
+        tiles_split = split if split is not None and split.mode == "tiles" else None
+        out = _decode_window(adapter, z, plan.windows[k], plan.tiles, states, masks, device, dtype,
+                             tiles_split)
+        if out is not None and adapter.clamps_output:
+            out = out.clamp_(-1.0, 1.0)
+        return out
+
+    try:
+        if split is not None:
+            split.start(plan, device)
+        if split is not None and split.mode == "windows":
+            outputs = split.gather(range(len(plan.windows)), window_pixels)
+        else:
+            outputs = ((k, window_pixels(k)) for k in range(len(plan.windows)))
+        yield from _finish_windows(adapter, plan, outputs, output_type, progress, device, pinned)
+        if split is not None:
+            split.finish()
+    except GeneratorExit:
+        if split is not None:
+            split.stop(None)  # the consumer stopped reading: tell the other processes
+        raise
+    except BaseException as e:
+        if split is not None:
+            split.stop(e)  # tell the other processes (raises the error they all see)
+        raise
+
+
+def _finish_windows(adapter: FamilyAdapter, plan: DecodePlan,
+                    outputs: Iterator[tuple[int, torch.Tensor | None]], output_type: OutputType,
+                    progress: Callable[[int, int], None] | None, device: torch.device,
+                    pinned: bool) -> Iterator:
+    """Decoded windows, in order, to output chunks: drop warm-up frames, cross-fade, convert."""
     tail: torch.Tensor | None = None
     done = 0
     with torch.no_grad():
-        for k, window in enumerate(plan.windows):
-            if adapter.streaming == "window":
-                states = [adapter.new_state() for _ in plan.tiles]
-            out = _decode_window(adapter, z, window, plan.tiles, states, masks, device, dtype)
-            if adapter.clamps_output:
-                out = out.clamp_(-1.0, 1.0)
+        for k, out in outputs:
+            if out is None:
+                continue  # decoded here, blended and written by another process
+            window = plan.windows[k]
             if tail is not None:
                 n = tail.shape[2]
                 i0 = window.keep_from - n - window.offset
