@@ -22,6 +22,7 @@ from .decode import decode_latents, plan_decode
 from .decode.fallback import decode_with_fallback
 from .io.writer import VideoWriter
 from .memory import cuda_peak_bytes, format_bytes, peak_rss_bytes
+from .parallel import DecodeSplit, split_job
 from .pipelines import DecodeInput, call_arguments, rule_for
 
 log = logging.getLogger("vidmem")
@@ -80,51 +81,89 @@ def check_output_path(out_path: str | Path) -> Path:
     return out
 
 
+@split_job
 def decode_to_video(vae: torch.nn.Module, latents: torch.Tensor, path: str | Path, fps: float = 16,
                     *, chunk_frames: int | None = None, overlap_frames: int | None = None,
                     tile_size: int | None = None, tile_overlap: int | None = None,
                     lossless: bool = False, decode_kwargs: dict | None = None,
                     progress: ProgressFn | None = None,
                     writer_options: dict[str, Any] | None = None,
-                    oom_fallback: bool = True) -> RenderReport:
+                    oom_fallback: bool = True, process_group: Any = None) -> RenderReport:
     """Decode ``latents`` (what ``vae.decode`` takes) straight into an MP4 at ``path``.
 
     Only one chunk of frames is alive at a time; the writer encodes chunk ``k`` on its thread
     while chunk ``k + 1`` decodes. Tiling options are those of :func:`vidmem.decode_latents`.
     ``oom_fallback``: on an out-of-memory error, retry with smaller chunks, then smaller tiles
     (:mod:`vidmem.decode.fallback`), each retry logged and listed in the report's ``retries``.
+
+    ``process_group``: share the decode among the ranks of this ``torch.distributed`` group
+    (default: the world group when it is initialized with several processes; ``False``: this
+    process alone). Every rank calls this; each decodes its share of the tiles (or windows) of
+    rank 0's latents, and rank 0 blends them exactly as one process would, writes ``path`` and
+    returns its report (the other ranks write nothing: their reports have ``frames=0``). A failure
+    on any rank raises :class:`vidmem.parallel.RankFailed` on every rank. See :mod:`vidmem.parallel`.
     """
-    path = check_output_path(path)
+    split = process_group  # resolved by @split_job: a SplitSession, or None for one process
+    work = None
+    if split is not None:  # --- scale-out (#14): every rank decodes rank 0's inputs, rank 0 writes
+        from .parallel.decode import share_decode_input
+
+        latents, decode_kwargs, tile_size = share_decode_input(
+            split, vae, latents, decode_kwargs, dict(chunk_frames=chunk_frames, overlap_frames=
+                                                     overlap_frames, tile_size=tile_size,
+                                                     tile_overlap=tile_overlap))
+        work = DecodeSplit(split)
+        progress = progress if split.is_writer else None
+    path = check_output_path(path) if split is None or split.is_writer else Path(path)
     seconds: dict[str, float] = {}
     retries: list[str] = []
     options = dict(chunk_frames=chunk_frames, overlap_frames=overlap_frames, tile_size=tile_size,
-                   tile_overlap=tile_overlap, decode_kwargs=decode_kwargs,
+                   tile_overlap=tile_overlap, decode_kwargs=decode_kwargs, split=work,
                    progress=(lambda d, t: progress("decode", d, t)) if progress else None)
     if oom_fallback:
         def on_retry(message: str) -> None:
             retries.append(message)
-            log.warning("%s", message)
+            if split is None or split.is_writer:
+                log.warning("%s", message)
 
-        plan_decode(vae, latents, **{k: v for k, v in options.items() if k != "progress"})
+        plan_decode(vae, latents, **{k: v for k, v in options.items()
+                                     if k not in ("progress", "split")})
         chunks = decode_with_fallback(vae, latents, on_retry=on_retry, **options)
     else:
         chunks = decode_latents(vae, latents, output_type="uint8", **options)
+    if split is not None and not split.is_writer:  # --- scale-out (#14): decode a share, no file
+        from .parallel.decode import run_share
+
+        t = time.perf_counter()
+        run_share(chunks)
+        split.agree()  # rank 0 has written the file
+        return RenderReport(path=str(path), frames=0, height=0, width=0, fps=float(fps),
+                            seconds={"decode": time.perf_counter() - t},
+                            peak_rss_bytes=peak_rss_bytes(), peak_cuda_bytes=cuda_peak_bytes(),
+                            retries=retries)
     decode_s = write_s = 0.0
     height = width = 0
     writer_progress = (lambda n, _b: progress("write", n, 0)) if progress else None
     with VideoWriter(path, fps, lossless=lossless, progress=writer_progress,
                      **(writer_options or {})) as writer:
         t = time.perf_counter()
-        for chunk in chunks:
-            t1 = time.perf_counter()
-            decode_s += t1 - t
-            height, width = int(chunk.shape[1]), int(chunk.shape[2])
-            writer.write(chunk)
-            del chunk
-            t = time.perf_counter()
-            write_s += t - t1
+        try:
+            for chunk in chunks:
+                t1 = time.perf_counter()
+                decode_s += t1 - t
+                height, width = int(chunk.shape[1]), int(chunk.shape[2])
+                writer.write(chunk)
+                del chunk
+                t = time.perf_counter()
+                write_s += t - t1
+        except BaseException as e:
+            if work is not None:  # --- scale-out (#14): the other ranks stop too
+                work.stop(e)
+            raise
         t1 = time.perf_counter()
     write_s += time.perf_counter() - t1  # the close: draining the queue, finalizing the file
+    if split is not None:  # --- scale-out (#14): the file is complete; the other ranks may return
+        split.agree()
     seconds["decode"] = decode_s
     seconds["write"] = write_s
     return RenderReport(path=str(path), frames=writer.frames_written, height=height, width=width,
@@ -155,11 +194,12 @@ def latents_for_decode(pipe: Any, latents: torch.Tensor, **call_kwargs: Any) -> 
     return rule_for(pipe).to_vae_input(pipe, latents, call_arguments(pipe, call_kwargs))
 
 
+@split_job
 def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_frames: int | None = None,
            overlap_frames: int | None = None, tile_size: int | None = None,
            tile_overlap: int | None = None, lossless: bool = False,
            progress: ProgressFn | None = None, checkpoint: bool = True,
-           keep_latents: bool = False, offload: Any = None,
+           keep_latents: bool = False, offload: Any = None, process_group: Any = None,
            **pipeline_kwargs: Any) -> RenderReport:
     """Run ``pipe(**pipeline_kwargs)`` and stream its video into the MP4 ``out_path``.
 
@@ -180,10 +220,19 @@ def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_f
 
     ``fps``: the MP4's frame rate (default: the family's, e.g. Wan 16, LTX 24, SVD 7).
 
+    ``process_group``: split this render over the ranks of a ``torch.distributed`` group (default:
+    the world group when it is initialized with several processes; ``False``: render alone, e.g.
+    one whole clip per rank). Every rank calls ``render`` with the same arguments and denoises
+    (redundantly, unless the transformer was made context-parallel with
+    :func:`vidmem.parallel.enable_context_parallel`); the decode of rank 0's latents is split
+    among the ranks (:func:`decode_to_video`), and rank 0 alone writes the video and the
+    checkpoint. A failure on any rank stops every rank (:class:`vidmem.parallel.RankFailed`).
+
     Returns a :class:`RenderReport` (frames, seconds per stage, peak memory).
     """
+    split = process_group  # resolved by @split_job: a SplitSession, or None for one process
     rule = rule_for(pipe)  # unsupported pipeline: fail before denoising
-    out = check_output_path(out_path)
+    out = check_output_path(out_path) if split is None or split.is_writer else Path(out_path)
     fps = rule.default_fps if fps is None else fps
     if not fps or fps <= 0:
         raise ValueError(f"fps must be positive, got {fps!r}")
@@ -204,6 +253,8 @@ def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_f
         if not isinstance(applied, AppliedPlan):
             raise TypeError(f"offload must be an OffloadPlan or AppliedPlan, got "
                             f"{type(offload).__name__}")
+    if split is not None:  # --- scale-out (#14): every rank's inputs are valid before denoising
+        split.agree()
     t0 = time.perf_counter()
     result = pipe(output_type="latent", **pipeline_kwargs)
     latents = result.frames if hasattr(result, "frames") else result[0]
@@ -215,7 +266,7 @@ def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_f
     del latents, result
     ckpt = None
     rng = capture_rng()  # where a noise-injecting decoder starts drawing (see checkpoint)
-    if checkpoint:
+    if checkpoint and (split is None or split.is_writer):
         ckpt = save_checkpoint(checkpoint_path_for(out), vae_input, model=model_id_of(pipe),
                                family=rule.family, fps=fps,
                                frames=call.get("num_frames"), rng_states=rng)
@@ -227,7 +278,8 @@ def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_f
         report = decode_to_video(pipe.vae, vae_input.latents, out, fps, chunk_frames=chunk_frames,
                                  overlap_frames=overlap_frames, tile_size=tile_size,
                                  tile_overlap=tile_overlap, lossless=lossless,
-                                 decode_kwargs=vae_input.decode_kwargs, progress=progress)
+                                 decode_kwargs=vae_input.decode_kwargs, progress=progress,
+                                 process_group=split if split is not None else False)
     except Exception as e:
         if ckpt is None:
             raise
