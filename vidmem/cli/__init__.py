@@ -18,7 +18,7 @@ import sys
 from typing import Sequence
 
 from . import cmd_decode, cmd_plan, cmd_render
-from .options import HelpFormatter, Parser, UsageError
+from .options import HelpFormatter, Parser, UsageError, report_error
 
 __all__ = ["build_parser", "main", "UsageError"]
 
@@ -51,17 +51,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except UsageError as e:
-        print(f"vidmem: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("vidmem: interrupted", file=sys.stderr)
-        return 130
+        return report_error(e)
+    except KeyboardInterrupt as e:
+        return report_error(e)
     except Exception as e:  # noqa: BLE001 - the CLI's contract is one line, not a traceback
         if os.environ.get("VIDMEM_DEBUG"):
             raise
-        kind = "error" if isinstance(e, (ValueError, TypeError, OSError)) else type(e).__name__
-        print(f"vidmem: {kind}: {e}", file=sys.stderr)
-        return 2 if isinstance(e, (ValueError, TypeError, OSError)) else 1
+        return report_error(e)
 
 
 if __name__ == "__main__":

@@ -32,19 +32,33 @@ def add_parser(sub: Any) -> None:
     d.add_argument("--quiet", action="store_true")
     d.add_argument("--json", action="store_true")
     add_decode_options(d)
+    from .distributed import add_split_options  # --- scale-out (#14)
+
+    add_split_options(d, context_parallel=False)
     d.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from .distributed import RankJob  # --- scale-out (#14): under torchrun, split the decode
+
+    split = RankJob.start(args)
+    return split.run(lambda: run_one(args, split)) if split else run_one(args, None)
+
+
+def run_one(args: argparse.Namespace, split: Any = None) -> int:
+    """Decode the checkpoint (``split``: this rank's part of a decode split by ``torchrun``)."""
     from ..checkpoint import load_checkpoint
     from ..loading import DTYPES, load_vae
     from ..render import check_output_path, decode_to_video
 
     try:
-        check_output_path(args.out)
-        ckpt = load_checkpoint(args.latents)
+        if split is None or split.is_writer:
+            check_output_path(args.out)
+            ckpt = load_checkpoint(args.latents)
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from None
+    if split is not None:  # --- scale-out (#14): rank 0 reads the file, every rank gets it
+        ckpt = split.session.share(ckpt if split.is_writer else None)
     model = args.model or ckpt.model
     if not model:
         raise UsageError(f"{args.latents} records no model; pass --model PATH_OR_ID")
@@ -60,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
                                  chunk_frames=args.chunk_frames, overlap_frames=args.overlap_frames,
                                  tile_size=args.tile_size, tile_overlap=args.tile_overlap,
                                  lossless=args.lossless, decode_kwargs=ckpt.decode_input.decode_kwargs,
-                                 progress=progress)
+                                 progress=progress,
+                                 process_group=split.session if split is not None else False)
     finally:
         progress.close()
-    print(report.to_json() if args.json else str(report))
+    if split is None or split.is_writer:
+        print(report.to_json() if args.json else str(report))
     return 0

@@ -58,7 +58,8 @@ def add_parser(sub: Any) -> None:
                    help="frame rate of the MP4 (default: the family's, e.g. Wan 16, LTX 24)")
     r.add_argument("--lossless", action="store_true",
                    help="write frames exactly (libx264rgb qp 0); default H.264 yuv420p")
-    r.add_argument("--out", required=True, help="output .mp4 path")
+    r.add_argument("--out", default=None,
+                   help="output .mp4 path (required unless --prompts is given)")
     r.add_argument("--budget", default=None,
                    help="accelerator memory budget, e.g. 8GiB, 6GB, 500MiB: components are kept "
                         "resident, moved in per stage, or streamed in blocks to fit it")
@@ -68,6 +69,12 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.add_argument("--json", action="store_true", help="print the final report as JSON")
     add_decode_options(r)
+    # --- scale-out (#14): batches of clips (--prompts) and one clip split over torchrun's ranks
+    from .cmd_batch import add_batch_options
+    from .distributed import add_split_options
+
+    add_batch_options(r)
+    add_split_options(r, context_parallel=True)
     r.set_defaults(handler=run)
 
 
@@ -141,6 +148,18 @@ def call_kwargs(args: argparse.Namespace, pipe: Any, log: Any) -> dict[str, Any]
 
 
 def run(args: argparse.Namespace) -> int:
+    # --- scale-out (#14): --prompts is a batch; under torchrun one clip is split over the ranks
+    from .cmd_batch import check_batch_flags, run_batch
+    from .distributed import RankJob
+
+    if check_batch_flags(args):
+        return run_batch(args)
+    split = RankJob.start(args)
+    return split.run(lambda: run_one(args, split)) if split else run_one(args, None)
+
+
+def run_one(args: argparse.Namespace, split: Any = None) -> int:
+    """Render one clip (``split``: this rank's part of a clip split by ``torchrun``)."""
     check_args(args)
     import torch
 
@@ -157,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
     log(f"stage: load {args.model}")
     pipe = load_pipeline(args.model, DTYPES[args.dtype] if args.dtype else None)
     pipe.set_progress_bar_config(disable=args.quiet, desc="denoise")
+    if split is not None:  # --- scale-out (#14)
+        split.prepare_pipeline(pipe, args)
     kwargs = call_kwargs(args, pipe, log)
     frames = kwargs.get("num_frames")
     log(f"stage: denoise ({args.steps} steps), then decode + write "
@@ -179,8 +200,9 @@ def run(args: argparse.Namespace) -> int:
                         overlap_frames=args.overlap_frames, tile_size=args.tile_size,
                         tile_overlap=args.tile_overlap, lossless=args.lossless,
                         progress=progress, keep_latents=args.keep_latents, offload=offload,
-                        **kwargs)
+                        process_group=split.session if split is not None else False, **kwargs)
     finally:
         progress.close()
-    print(report.to_json() if args.json else str(report))
+    if split is None or split.is_writer:
+        print(report.to_json() if args.json else str(report))
     return 0
