@@ -1,0 +1,127 @@
+"""One clip split over ranks (torch.distributed, gloo, 2 processes on CPU): the output equals the
+single-process output bit for bit, and a failing rank stops every rank with a clear error."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import dist_workers
+from dist_helpers import TORCHRUN, run_ranks
+from video_utils import read_video
+from vidmem.parallel import Group, RankFailed
+from vidmem.parallel.context import choose_degrees, unavailable_reason
+from vidmem.parallel.exchange import choose_mode
+from vidmem.parallel.session import already_agreed
+
+
+def results(tmp_path, size=2):
+    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(size)]
+
+
+def test_split_decode_equals_single_process(tmp_path):
+    run_ranks(dist_workers.split_decodes, 2, str(tmp_path))
+    r0, r1 = results(tmp_path)
+    # Wan: a causal cache per tile; the 6 tiles of every chunk are shared 3 + 3.
+    assert r0["wan_mode"] == "tiles" and r0["wan_equal"] is True
+    assert r0["wan_items"] == r1["wan_items"] == r0["wan_pieces"] // 2
+    assert r1["wan_chunks"] == 0  # only rank 0 gets frames
+    # LTX (noise-injecting, windowed): split by windows (auto) or by tiles, both exact.
+    assert r0["ltx_auto_mode"] == "windows" and r0["ltx_tiles_mode"] == "tiles"
+    assert r0["ltx_auto_equal"] is True and r0["ltx_tiles_equal"] is True
+    assert r1["ltx_auto_items"] > 0 and r1["ltx_tiles_items"] > 0
+
+
+def test_split_render_cli_equals_single_process(tmp_path):
+    """`torchrun -m vidmem render` (tiny Wan, 6 spatial tiles, lossless) = `vidmem render`."""
+    args = ["--num-frames", "9", "--chunk-frames", "4", "--tile-size", "48", "--tile-overlap",
+            "16", "--lossless"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    split = subprocess.run([sys.executable, *TORCHRUN, "--nproc-per-node", "2", "-m", "vidmem",
+                            "render", "--out", str(tmp_path / "split.mp4"), *args],
+                           capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert split.returncode == 0, split.stderr[-3000:]
+    single = subprocess.run([sys.executable, "-m", "vidmem", "render", "--quiet", "--out",
+                             str(tmp_path / "single.mp4"), *args],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert single.returncode == 0, single.stderr
+    a, rate = read_video(tmp_path / "split.mp4")
+    b, _ = read_video(tmp_path / "single.mp4")
+    assert a.shape == (9, 64, 96, 3) and rate == 16
+    assert np.array_equal(a, b)
+    assert split.stdout.count("wrote ") == 1  # rank 0 alone reports
+    assert "split over 2 processes (gloo); context parallelism not used" in split.stderr
+    assert not (tmp_path / "split.latents.safetensors").exists()
+
+
+def test_failing_rank_stops_every_rank(tmp_path):
+    run_ranks(dist_workers.failing_ranks, 2, str(tmp_path), timeout=300)
+    r0, r1 = results(tmp_path)
+    # 1) rank 1's decoder raised: rank 0 names it, keeps the latents, says how to resume.
+    assert r0["fail"].startswith("DecodeFailed:")
+    assert "rank 1 failed: RuntimeError: simulated decoder failure" in r0["fail"]
+    assert "vidmem decode" in r0["fail"] and r0["fail_checkpoint"].endswith(
+        "fail.latents.safetensors")
+    assert (tmp_path / "fail.latents.safetensors").exists()
+    assert not (tmp_path / "fail.mp4").exists()
+    assert r1["fail"].startswith("RankFailed:") and r1["fail_ranks"] == [1]
+    # 2) rank 0's writer failed: rank 1 stops too instead of waiting.
+    assert "rank 0 failed: OSError: disk full (simulated)" in r0["writer"]
+    assert r1["writer"].startswith("RankFailed:") and "disk full" in r1["writer"]
+    assert not (tmp_path / "writer.mp4").exists()
+    # 3) rank 1 ran out of memory: every rank retried with the same smaller plan.
+    assert len(r0["oom_retries"]) == 1 and "out of memory" in r0["oom_retries"][0]
+    assert len(r1["oom_retries"]) == 1
+    assert r0["oom_frames"] == 9 and r1["oom_frames"] == 0
+    oom, _ = read_video(tmp_path / "oom.mp4")
+    single, _ = read_video(tmp_path / "single.mp4")
+    assert np.array_equal(oom, single)
+
+
+def test_split_mode_choice(tiny_pipe):
+    from vidmem import plan_decode
+
+    from family_vaes import tiny_ltx_vae
+
+    plan = plan_decode(tiny_pipe.vae, torch.zeros(1, 16, 5, 8, 12), chunk_frames=4, tile_size=48,
+                       tile_overlap=16)
+    assert choose_mode(plan, "auto") == "tiles"
+    with pytest.raises(ValueError, match="cannot be split; split by tiles"):
+        choose_mode(plan, "windows")
+    ltx_plan = plan_decode(tiny_ltx_vae(causal=False), torch.zeros(1, 8, 4, 4, 6), chunk_frames=8)
+    assert choose_mode(ltx_plan, "auto") == "windows"
+    assert choose_mode(ltx_plan, "tiles") == "tiles"
+
+
+def test_context_parallel_degrees_and_availability(tiny_pipe):
+    assert choose_degrees(4, heads=8) == (1, 4)  # Ulysses when the heads divide
+    assert choose_degrees(4, heads=6) == (4, 1)  # else ring
+    assert choose_degrees(8, heads=12, ring_degree=2) == (2, 4)
+    with pytest.raises(ValueError, match="must divide the transformer's 6 attention heads"):
+        choose_degrees(4, heads=6, ulysses_degree=4)
+    with pytest.raises(ValueError, match="divisor of the number of processes"):
+        choose_degrees(4, heads=8, ring_degree=3)
+    # On CPU with gloo, diffusers' context parallelism is not available: the reason says so.
+    gloo = Group(pg=None, rank=0, size=2, backend="gloo")
+    reason = unavailable_reason(tiny_pipe, gloo)
+    assert reason is not None and "NCCL" in reason
+    assert getattr(tiny_pipe.transformer, "_parallel_config", None) is None  # left untouched
+
+
+def test_already_agreed_follows_the_exception_chain():
+    failed = RankFailed([(1, "RuntimeError: boom")])
+    assert str(failed) == "rank 1 failed: RuntimeError: boom" and failed.ranks == [1]
+    try:
+        try:
+            raise failed
+        except RankFailed as e:
+            raise ValueError("wrapped") from e
+    except ValueError as e:
+        assert already_agreed(e)
+    assert not already_agreed(ValueError("local only"))
