@@ -119,15 +119,14 @@ def parse_prompts(text: str, *, base_seed: int = 0, source: str = "prompts") -> 
             except json.JSONDecodeError as e:
                 raise PromptsFileError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") \
                     from None
-            if not isinstance(entry, dict):
-                raise PromptsFileError(f"{where}: expected a JSON object")
             for key, value in entry.items():
                 if key not in CLIP_KEYS:
                     raise PromptsFileError(f"{where}: unknown key {key!r} (allowed: "
                                            f"{', '.join(CLIP_KEYS)})")
                 if not isinstance(value, CLIP_KEYS[key]) or isinstance(value, bool):
-                    kind = " or ".join(t.__name__ for t in CLIP_KEYS[key])
-                    raise PromptsFileError(f"{where}: {key!r} must be a {kind}, got "
+                    kind = "a number" if float in CLIP_KEYS[key] else (
+                        "an integer" if int in CLIP_KEYS[key] else "a string")
+                    raise PromptsFileError(f"{where}: {key!r} must be {kind}, got "
                                            f"{json.dumps(value)}")
             for key in ("num_frames", "height", "width", "steps"):
                 if key in entry and entry[key] < 1:
