@@ -176,8 +176,6 @@ def run_one(args: argparse.Namespace, split: Any = None) -> int:
     log(f"stage: load {args.model}")
     pipe = load_pipeline(args.model, DTYPES[args.dtype] if args.dtype else None)
     pipe.set_progress_bar_config(disable=args.quiet, desc="denoise")
-    if split is not None:  # --- scale-out (#14)
-        split.prepare_pipeline(pipe, args)
     kwargs = call_kwargs(args, pipe, log)
     frames = kwargs.get("num_frames")
     log(f"stage: denoise ({args.steps} steps), then decode + write "
@@ -188,6 +186,8 @@ def run_one(args: argparse.Namespace, split: Any = None) -> int:
 
         offload = plan_offload(pipe, parse_budget(args.budget))
         log(str(offload))
+    if split is not None:  # --- scale-out (#14): the transformer's context parallelism
+        split.prepare_pipeline(pipe, args, offload)
     if args.fps is None:  # a hub id: the family is known only now
         from ..pipelines import rule_for
 

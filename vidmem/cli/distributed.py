@@ -80,14 +80,16 @@ class RankJob:
         if self.is_writer and not args.quiet:
             print(message, file=sys.stderr)
 
-    def prepare_pipeline(self, pipe: Any, args: argparse.Namespace) -> None:
+    def prepare_pipeline(self, pipe: Any, args: argparse.Namespace, offload: Any = None) -> None:
         """Context parallelism for the transformer where diffusers supports it (every rank must
-        agree on the outcome, or the ranks' denoising would not match)."""
+        agree on the outcome, or the ranks' denoising would not match). ``offload``: the
+        render's offload plan, which decides where the transformer runs."""
         from ..parallel import enable_context_parallel
 
         result = enable_context_parallel(pipe, self.session.group,
                                          getattr(args, "ring_degree", None),
-                                         getattr(args, "ulysses_degree", None))
+                                         getattr(args, "ulysses_degree", None),
+                                         device=offload.device if offload is not None else None)
         outcomes = self.session.agree(str(result))
         if len(set(outcomes)) > 1:
             raise RuntimeError(f"the ranks disagree on context parallelism: {outcomes}")

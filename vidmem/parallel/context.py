@@ -72,8 +72,10 @@ def choose_degrees(world_size: int, heads: int | None, ring_degree: int | None =
     return ring, ulysses
 
 
-def unavailable_reason(pipe: Any, group: Group) -> str | None:
-    """Why diffusers' context parallelism cannot be used for ``pipe`` on ``group`` (else ``None``)."""
+def unavailable_reason(pipe: Any, group: Group, device: str | torch.device | None = None
+                       ) -> str | None:
+    """Why diffusers' context parallelism cannot be used for ``pipe`` on ``group`` (else
+    ``None``). ``device``: where the transformer will run (default: where its weights are)."""
     transformer = getattr(pipe, "transformer", None)
     if transformer is None or not hasattr(transformer, "enable_parallelism"):
         return f"{type(pipe).__name__} has no diffusers transformer"
@@ -86,16 +88,25 @@ def unavailable_reason(pipe: Any, group: Group) -> str | None:
                 f"accelerator (backend here: {group.backend})")
     if group.pg is not dist.group.WORLD:
         return "diffusers' context parallelism spans the world group, not a sub-group"
+    if device is None:
+        param = next(transformer.parameters(), None)
+        device = param.device if param is not None else "cpu"
+    if torch.device(device).type != "cuda":
+        return (f"the transformer runs on {torch.device(device).type}, not on the GPU (move the "
+                f"pipeline to the GPU, or give a --budget)")
     return None
 
 
 def enable_context_parallel(pipe: Any, group: Group, ring_degree: int | None = None,
-                            ulysses_degree: int | None = None) -> ContextParallel:
+                            ulysses_degree: int | None = None,
+                            device: str | torch.device | None = None) -> ContextParallel:
     """Split ``pipe.transformer``'s attention over ``group`` with diffusers' context parallelism
     when it can be (see the module docstring); never raises for an unsupported setup, it says why
     in the result. Call once, on every rank, before rendering; the transformer stays parallel.
-    Bad degrees (not dividing the world size or the heads) raise ``ValueError``."""
-    reason = unavailable_reason(pipe, group)
+    ``device``: where the transformer will run, if not where its weights are now (an offload
+    plan moves it there per stage). Bad degrees (not dividing the world size or the heads) raise
+    ``ValueError``."""
+    reason = unavailable_reason(pipe, group, device)
     if reason is not None:
         if ring_degree is not None or ulysses_degree is not None:
             log.warning("ignoring the ring/ulysses degrees: context parallelism not used (%s)",
