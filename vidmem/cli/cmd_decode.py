@@ -59,6 +59,8 @@ def run_one(args: argparse.Namespace, split: Any = None) -> int:
         raise UsageError(str(e)) from None
     if split is not None:  # --- scale-out (#14): rank 0 reads the file, every rank gets it
         ckpt = split.session.share(ckpt if split.is_writer else None)
+        split.log(f"split over {split.session.size} processes ({split.session.group.backend})",
+                  args)
     model = args.model or ckpt.model
     if not model:
         raise UsageError(f"{args.latents} records no model; pass --model PATH_OR_ID")
