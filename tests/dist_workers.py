@@ -49,7 +49,7 @@ def split_decodes(rank: int, out_dir: str) -> None:
     ltx = tiny_ltx_vae(causal=False, inject_noise=True)
     zl = torch.randn(1, 8, 7, 8, 12, generator=torch.Generator().manual_seed(2))
     lopts = dict(chunk_frames=8, tile_size=24, tile_overlap=8, output_type="pt")  # 4 x 6 tiles
-    for by in ("auto", "tiles"):
+    for by in ("windows", "tiles"):
         torch.manual_seed(5)  # the decoder draws noise from the global RNG: same state everywhere
         split = DecodeSplit(session, by=by)
         chunks = list(vidmem.decode_latents(ltx, zl, split=split, **lopts))

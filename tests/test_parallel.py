@@ -32,10 +32,10 @@ def test_split_decode_equals_single_process(tmp_path):
     assert r0["wan_mode"] == "tiles" and r0["wan_equal"] is True
     assert r0["wan_items"] == r1["wan_items"] == r0["wan_pieces"] // 2
     assert r1["wan_chunks"] == 0  # only rank 0 gets frames
-    # LTX (noise-injecting, windowed): split by windows (auto) or by tiles, both exact.
-    assert r0["ltx_auto_mode"] == "windows" and r0["ltx_tiles_mode"] == "tiles"
-    assert r0["ltx_auto_equal"] is True and r0["ltx_tiles_equal"] is True
-    assert r1["ltx_auto_items"] > 0 and r1["ltx_tiles_items"] > 0
+    # LTX (noise-injecting, windowed): split by windows or by tiles, both exact.
+    assert r0["ltx_windows_mode"] == "windows" and r0["ltx_tiles_mode"] == "tiles"
+    assert r0["ltx_windows_equal"] is True and r0["ltx_tiles_equal"] is True
+    assert r1["ltx_windows_items"] == 2 and r1["ltx_tiles_items"] == 12  # 4 windows, 6 x 4 tiles
 
 
 def test_split_render_cli_equals_single_process(tmp_path):
@@ -94,9 +94,14 @@ def test_split_mode_choice(tiny_pipe):
     assert choose_mode(plan, "auto") == "tiles"
     with pytest.raises(ValueError, match="cannot be split; split by tiles"):
         choose_mode(plan, "windows")
-    ltx_plan = plan_decode(tiny_ltx_vae(causal=False), torch.zeros(1, 8, 4, 4, 6), chunk_frames=8)
-    assert choose_mode(ltx_plan, "auto") == "windows"
-    assert choose_mode(ltx_plan, "tiles") == "tiles"
+    ltx = tiny_ltx_vae(causal=False)
+    untiled = plan_decode(ltx, torch.zeros(1, 8, 4, 4, 6), chunk_frames=8)  # 1 tile, 2 windows
+    assert choose_mode(untiled, "auto") == "windows"
+    assert choose_mode(untiled, "tiles") == "tiles"
+    tiled = plan_decode(ltx, torch.zeros(1, 8, 7, 8, 12), chunk_frames=8, tile_size=24,
+                        tile_overlap=8)  # 6 tiles, 4 windows
+    assert choose_mode(tiled, "auto", size=2) == "tiles"  # 3 + 3 tiles, as even as 2 + 2 windows
+    assert choose_mode(tiled, "auto", size=4) == "windows"  # 2+2+1+1 tiles vs 1 window each
 
 
 def test_context_parallel_degrees_and_availability(tiny_pipe):

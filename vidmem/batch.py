@@ -272,6 +272,7 @@ class BatchReport:
     out_dir: str
     manifest: str
     clips: list[dict[str, Any]] = field(default_factory=list)
+    #: from the moment every rank had its share of the clips to the moment all were done.
     seconds: float = 0.0
     ranks: int = 1
 
@@ -331,7 +332,6 @@ def render_batch(pipe: Any, clips: list[ClipSpec], out_dir: str | os.PathLike, *
     from .pipelines import rule_for
     from .render import model_id_of
 
-    started = time.perf_counter()
     session = SplitSession.resolve(process_group)
     rank, size = (session.rank, session.size) if session is not None else (0, 1)
     out = Path(out_dir)
@@ -367,6 +367,7 @@ def render_batch(pipe: Any, clips: list[ClipSpec], out_dir: str | os.PathLike, *
     else:
         with session.guard():
             shares = session.share(plan() if session.is_writer else None)
+    started = time.perf_counter()  # every rank has its share: the batch's own time starts
 
     if call_for is None:
         def call_for(clip: ClipSpec) -> dict[str, Any]:

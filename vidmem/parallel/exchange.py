@@ -5,9 +5,9 @@ Assignment. The unit of work is either a spatial tile of each temporal chunk (``
 ``i % size`` decodes tile ``i`` of every chunk, so it carries the causal caches of its own tiles
 from chunk to chunk and no cache ever moves) or, for families that decode independent overlapping
 windows, a whole window (``"windows"``: rank ``k % size`` decodes window ``k``, all its tiles,
-blended). ``"auto"`` picks windows for window families with at least two windows (one message
-per window instead of one per tile, and rank 0 blends only its own windows' tiles) and tiles
-otherwise. Both give rank 0 exactly the tensors a single process computes.
+blended). ``"auto"`` picks whichever shares out more evenly (see :func:`choose_mode`; on equal
+terms tiles, which measured faster). Both give rank 0 exactly the tensors a single process
+computes.
 
 Gathering. Rank 0 walks the items in their single-process order: it decodes its own and receives
 the others', one at a time, so its blend sees the same tensors in the same accumulation order as a
@@ -48,8 +48,16 @@ def plan_fingerprint(plan: DecodePlan) -> tuple:
             tuple(plan.windows), tuple(plan.tiles))
 
 
-def choose_mode(plan: DecodePlan, by: SplitBy) -> Literal["tiles", "windows"]:
-    """Tiles or windows (see the module docstring); ``by`` forces one where it is possible."""
+def choose_mode(plan: DecodePlan, by: SplitBy, size: int = 2) -> Literal["tiles", "windows"]:
+    """Tiles or windows over ``size`` ranks (see the module docstring); ``by`` forces one where
+    it is possible.
+
+    ``"auto"``: windows only for a window family whose windows share out more evenly than its
+    tiles (the busiest rank's fraction of the work, ``ceil(n / size) / n``, is smaller), tiles
+    otherwise. Measured (benchmarks/RESULTS.md, HunyuanVideo, 12 tiles x 3 windows on 2 ranks):
+    tiles 1.59x, windows 1.43x, as the 2 + 1 split of the windows predicts; with one tile per
+    frame, windows are the only way to share the work.
+    """
     if by == "windows":
         if plan.streaming != "window":
             raise ValueError(f"the {plan.family} VAE carries its causal cache from chunk to chunk "
@@ -60,7 +68,13 @@ def choose_mode(plan: DecodePlan, by: SplitBy) -> Literal["tiles", "windows"]:
         return "tiles"
     if by != "auto":
         raise ValueError(f"split_by must be 'auto', 'tiles' or 'windows', got {by!r}")
-    return "windows" if plan.streaming == "window" and len(plan.windows) > 1 else "tiles"
+    if plan.streaming != "window" or len(plan.windows) < 2:
+        return "tiles"
+
+    def busiest(n: int) -> float:
+        return -(-n // size) / n
+
+    return "windows" if busiest(len(plan.windows)) < busiest(len(plan.tiles)) else "tiles"
 
 
 class DecodeSplit:
@@ -95,7 +109,7 @@ class DecodeSplit:
             raise ValueError("the ranks planned different decodes (different latents, VAE or "
                              "tiling options); every rank must decode the same latents with the "
                              "same options")
-        self.mode = choose_mode(plan, self.by)
+        self.mode = choose_mode(plan, self.by, self.session.size)
         self._active = True
 
     def owner(self, item: int) -> int:
