@@ -18,7 +18,7 @@ from video_utils import read_video
 from vidmem.parallel import Group, RankFailed
 from vidmem.parallel.context import choose_degrees, unavailable_reason
 from vidmem.parallel.exchange import choose_mode
-from vidmem.parallel.session import already_agreed
+from vidmem.parallel.session import already_agreed, describe_transport
 
 
 def results(tmp_path, size=2):
@@ -130,3 +130,12 @@ def test_already_agreed_follows_the_exception_chain():
     except ValueError as e:
         assert already_agreed(e)
     assert not already_agreed(ValueError("local only"))
+
+
+def test_transport_errors_are_described_in_one_short_line():
+    gloo = RuntimeError("[/__w/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error "
+                        "[127.0.0.1]:2446: Connection reset by peer. This is typically caused by "
+                        "a remote worker hanging or bugs in the application. GLHF!")
+    assert describe_transport(gloo) == ("RuntimeError: Read error [127.0.0.1]:2446: Connection "
+                                        "reset by peer")
+

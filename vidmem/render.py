@@ -101,7 +101,8 @@ def decode_to_video(vae: torch.nn.Module, latents: torch.Tensor, path: str | Pat
     process alone). Every rank calls this; each decodes its share of the tiles (or windows) of
     rank 0's latents, and rank 0 blends them exactly as one process would, writes ``path`` and
     returns its report (the other ranks write nothing: their reports have ``frames=0``). A failure
-    on any rank raises :class:`vidmem.parallel.RankFailed` on every rank. See :mod:`vidmem.parallel`.
+    on any rank raises :class:`vidmem.parallel.RankFailed` on every rank (see
+    :mod:`vidmem.parallel`).
     """
     split = process_group  # resolved by @split_job: a SplitSession, or None for one process
     work = None

@@ -32,7 +32,8 @@ import torch
 import torch.distributed as dist
 
 from ..decode.stream import DecodePlan
-from .session import GroupBroken, RankFailed, SplitSession, already_agreed, describe
+from .session import (GroupBroken, RankFailed, SplitSession, already_agreed,
+                      describe_transport)
 
 SplitBy = Literal["auto", "tiles", "windows"]
 
@@ -211,7 +212,7 @@ class DecodeSplit:
                 self._sends.append((dist.isend(data, dst, group=pg), data))
         except Exception as e:  # noqa: BLE001 - transport errors end the group
             self.session.broken = True
-            raise GroupBroken(f"sending to rank 0 failed ({describe(e)})") from e
+            raise GroupBroken(f"sending to rank 0 failed ({describe_transport(e)})") from e
 
     def _wait_sends(self) -> None:
         try:
@@ -219,7 +220,7 @@ class DecodeSplit:
                 work.wait()
         except Exception as e:  # noqa: BLE001
             self.session.broken = True
-            raise GroupBroken(f"sending to rank 0 failed ({describe(e)})") from e
+            raise GroupBroken(f"sending to rank 0 failed ({describe_transport(e)})") from e
         finally:
             self._sends.clear()
 
@@ -240,8 +241,8 @@ class DecodeSplit:
             dist.recv(data, src, group=pg)
         except Exception as e:  # noqa: BLE001
             self.session.broken = True
-            raise GroupBroken(f"receiving from rank {owner} failed ({describe(e)}): it died, or "
-                              f"hung longer than the process group's timeout") from e
+            raise GroupBroken(f"receiving from rank {owner} failed ({describe_transport(e)}): it "
+                              f"died, or hung longer than the process group's timeout") from e
         return data.to(self._device)
 
     def _drain(self) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import re
 from typing import Any, Callable, Iterator, TypeVar
 
 import torch.distributed as dist
@@ -32,6 +33,17 @@ def describe(error: BaseException) -> str:
     """``Type: first line of the message``: what a one-line report needs."""
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def describe_transport(error: BaseException) -> str:
+    """:func:`describe` for a torch.distributed transport error, without the backend's source
+    location and boilerplate advice (gloo: ``[.../pair.cc:537] Read error ...: Connection reset
+    by peer. This is typically caused by ...``)."""
+    text = describe(error)
+    kind, _, message = text.partition(": ")
+    message = re.sub(r"^\[[^\]]*\]\s*", "", message)
+    message = message.split(". ")[0].rstrip(".")
+    return f"{kind}: {message}" if message else kind
 
 
 class RankFailed(RuntimeError):
@@ -110,8 +122,8 @@ class SplitSession:
                                    group=self.group.pg)
         except Exception as e:  # noqa: BLE001 - any transport error ends the group
             self.broken = True
-            raise GroupBroken(f"lost contact with the other ranks ({describe(e)}): a rank died, "
-                              f"or hung longer than the process group's timeout") from e
+            raise GroupBroken(f"lost contact with the other ranks ({describe_transport(e)}): a "
+                              f"rank died, or hung longer than the process group's timeout") from e
         failures = [(rank, s) for rank, (s, _) in enumerate(gathered) if s is not None]
         if failures:
             if error is not None:
