@@ -374,18 +374,17 @@ def render_batch(pipe: Any, clips: list[ClipSpec], out_dir: str | os.PathLike, *
             return {**pipeline_kwargs, **clip.pipeline_args(),
                     "generator": torch.Generator().manual_seed(clip.seed)}
 
-    done: list[dict[str, Any]] = []
-    for clip in shares[rank]:
-        record = _render_one(pipe, clip, out, manifest, rank, fps, call_for, model_id_of(pipe),
-                             dict(chunk_frames=chunk_frames, overlap_frames=overlap_frames,
-                                  tile_size=tile_size, tile_overlap=tile_overlap,
-                                  lossless=lossless), keep_latents)
-        done.append(record)
-        if on_clip is not None:
-            on_clip(record)
-
-    if session is not None:
-        with session.guard():
+    options = dict(chunk_frames=chunk_frames, overlap_frames=overlap_frames, tile_size=tile_size,
+                   tile_overlap=tile_overlap, lossless=lossless)
+    # An error that escapes a clip (an interrupt, a manifest that cannot be written) stops every
+    # rank at the final agreement instead of leaving them waiting there.
+    with session.guard() if session is not None else contextlib.nullcontext():
+        for clip in shares[rank]:
+            record = _render_one(pipe, clip, out, manifest, rank, fps, call_for,
+                                 model_id_of(pipe), options, keep_latents)
+            if on_clip is not None:
+                on_clip(record)
+        if session is not None:
             session.agree()  # every rank has finished its clips: the manifest is final
     final = manifest.read()["clips"]
     records = [dict(final.get(c.name, {}), name=c.name) for c in clips]
