@@ -12,6 +12,7 @@ import torch
 
 CALL = dict(prompt="a lighthouse at dusk", num_frames=9, height=64, width=96,
             num_inference_steps=2)
+CALL_NO_PROMPT = {k: v for k, v in CALL.items() if k != "prompt"}
 TILING = dict(chunk_frames=4, tile_size=48, tile_overlap=16)
 
 
@@ -142,3 +143,15 @@ def failing_ranks(rank: int, out_dir: str) -> None:
     if rank == 0:
         render("single.mp4", process_group=False)
     _save(out_dir, rank, result)
+
+
+def batch_ranks(rank: int, out_dir: str, prompts: str) -> None:
+    """A batch over the world group through the Python API (each rank its own pipeline)."""
+    import vidmem
+
+    pipe = vidmem.tiny_pipeline("wan", seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    report = vidmem.render_batch(pipe, vidmem.parse_prompts(prompts), Path(out_dir, "clips"),
+                                 fps=16, chunk_frames=4, lossless=True, **CALL_NO_PROMPT)
+    _save(out_dir, rank, {"ranks": report.ranks, "failed": len(report.failed),
+                          "clips": report.clips})

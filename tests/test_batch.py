@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import vidmem
-from dist_helpers import TORCHRUN
+import dist_workers
+from dist_helpers import TORCHRUN, run_ranks
 from video_utils import read_video
 from vidmem.batch import (ClipSpec, Manifest, PromptsFileError, assign_clips, parse_prompts,
                           render_batch)
@@ -30,11 +31,17 @@ FLAGS = ["--num-frames", "9", "--chunk-frames", "4", "--lossless"]
 
 
 def render_alone(pipe, path, prompt, seed, num_frames=9):
-    """What `vidmem render --prompt P --seed S --num-frames N --lossless` renders."""
-    torch.manual_seed(seed)
-    vidmem.render(pipe, path, fps=16, chunk_frames=4, lossless=True, prompt=prompt,
-                  num_frames=num_frames, height=64, width=96, num_inference_steps=2,
-                  generator=torch.Generator().manual_seed(seed))
+    """What `vidmem render --prompt P --seed S --num-frames N --lossless` renders (with one
+    thread, like each rank: on a loaded 2-core machine two threads are several times slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(seed)
+        vidmem.render(pipe, path, fps=16, chunk_frames=4, lossless=True, prompt=prompt,
+                      num_frames=num_frames, height=64, width=96, num_inference_steps=2,
+                      generator=torch.Generator().manual_seed(seed))
+    finally:
+        torch.set_num_threads(threads)
     return read_video(path)[0]
 
 
@@ -124,6 +131,29 @@ def test_batch_flag_errors_are_one_line(tmp_path):
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2, (args, proc.stderr)
         assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_batch_api_over_two_ranks_equals_clips_rendered_alone(tiny_pipe, tmp_path):
+    """render_batch over the world group of 2 gloo ranks: 4 clips; a clip of each rank equals
+    the clip rendered alone."""
+    (tmp_path / "clips").mkdir()
+    prompts = "a red fox\n{\"prompt\": \"a lighthouse\", \"seed\": 7}\na boat\na cat\n"
+    run_ranks(dist_workers.batch_ranks, 2, str(tmp_path), prompts)
+    r0, r1 = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert r0["ranks"] == 2 and r0["failed"] == r1["failed"] == 0
+    assert r0["clips"] == r1["clips"]  # every rank reports every clip
+    assert sorted(c["rank"] for c in r0["clips"]) == [0, 0, 1, 1]
+    compared = set()
+    for clip in r0["clips"]:
+        assert clip["status"] == "done" and clip["action"] == "rendered"
+        frames, _ = read_video(clip["file"])
+        assert frames.shape == (9, 64, 96, 3)
+        if clip["rank"] in compared:
+            continue  # one clip per rank here; the slow CLI test compares all four
+        compared.add(clip["rank"])
+        alone = render_alone(tiny_pipe, tmp_path / f"alone-{clip['name']}.mp4", clip["prompt"],
+                             clip["seed"])
+        assert np.array_equal(frames, alone), clip["name"]
 
 
 @pytest.mark.slow  # ~70 s on 2 busy cores: two ranks start, then 4 clips rendered alone
