@@ -6,8 +6,12 @@ Public API (everything else is an implementation detail):
 * :func:`decode_latents` / :func:`decode_to_video` - tiled, chunked, streaming VAE decode.
 * :class:`VideoWriter` - a constant-memory, crash-safe streaming MP4 writer.
 * :func:`tiny_pipeline` - a real diffusers pipeline with tiny random weights, built offline.
+* :func:`render_batch` / :func:`read_prompts` - many clips, divided among ``torch.distributed``
+  ranks, resumable (:mod:`vidmem.batch`); one clip split over ranks: ``process_group=`` of
+  :func:`render` and :func:`decode_to_video` (:mod:`vidmem.parallel`).
 """
 
+from .batch import BatchReport, ClipSpec, parse_prompts, read_prompts, render_batch
 from .checkpoint import load_checkpoint, save_checkpoint
 from .decode import DecodePlan, decode_latents, plan_decode, register_adapter, supported_vaes
 from .io import VideoWriter, WriterError, available_encoders, to_uint8_frames
@@ -20,6 +24,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AppliedPlan",
+    "BatchReport",
+    "ClipSpec",
     "OffloadPlan",
     "apply_plan",
     "plan_offload",
@@ -35,10 +41,13 @@ __all__ = [
     "format_bytes",
     "load_checkpoint",
     "parse_bytes",
+    "parse_prompts",
     "peak_rss_bytes",
     "plan_decode",
+    "read_prompts",
     "register_adapter",
     "render",
+    "render_batch",
     "save_checkpoint",
     "supported_vaes",
     "tiny_pipeline",

@@ -13,7 +13,7 @@ import logging
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Literal
+from typing import Callable, Iterator, Literal, Protocol
 
 import torch
 
@@ -69,6 +69,31 @@ class DecodePlan:
             temporal += f" (+{self.context_latents} context, {self.blend_frames}-frame cross-fade)"
         return (f"{self.family} VAE, {self.streaming} streaming: {self.frames} frames "
                 f"{self.width}x{self.height}; {temporal}; {tiling}")
+
+
+class WorkSplit(Protocol):
+    """How several processes share one decode (implemented by :class:`vidmem.parallel.DecodeSplit`;
+    ``None``, the default, is one process doing everything through the unchanged path).
+
+    ``start(plan, device)`` is called once per stream and sets ``mode``: ``"tiles"`` (each window
+    asks ``gather`` for its tiles) or ``"windows"`` (the stream asks ``gather`` for its windows).
+    ``gather(items, produce)`` calls ``produce(i)`` for the items this process owns and yields
+    ``(i, result)`` for *every* item, in order, on the process that writes (rank 0), and nothing
+    elsewhere, so the blend sees the same tensors in the same order as a single process.
+    ``finish()`` after the last window; ``stop(error)`` when this process fails (``error``) or its
+    consumer stops reading (``None``), so the others are told instead of waiting forever.
+    """
+
+    mode: str
+
+    def start(self, plan: "DecodePlan", device: torch.device) -> None: ...
+
+    def gather(self, items: range, produce: Callable[[int], torch.Tensor]
+               ) -> Iterator[tuple[int, torch.Tensor]]: ...
+
+    def finish(self) -> None: ...
+
+    def stop(self, error: BaseException | None) -> None: ...
 
 
 def _vae_device_dtype(vae: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -193,17 +218,31 @@ def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: in
 
 def _decode_window(adapter: FamilyAdapter, z: torch.Tensor, window: Window, tiles: list[Tile],
                    states: list, masks: list[torch.Tensor], device: torch.device,
-                   dtype: torch.dtype) -> torch.Tensor:
-    """Decode one window, all its tiles, blended into one float32 buffer on ``device``."""
+                   dtype: torch.dtype, split: WorkSplit | None = None) -> torch.Tensor | None:
+    """Decode one window, all its tiles, blended into one float32 buffer on ``device``.
+
+    ``split`` (tile mode): this process decodes only its own tiles and the writing process blends
+    every tile, received in tile order, exactly as one process would; the others return ``None``.
+    """
     zw = z[:, :, window.latents.as_slice()]
     first = window.latents.start == 0
-    if len(tiles) == 1:
+    if split is None and len(tiles) == 1:
         piece = adapter.decode_piece(zw.to(device, dtype), states[0], first)
         return piece.float()
-    acc = norm = None
-    for tile, state, mask in zip(tiles, states, masks):
+
+    def decode_tile(i: int) -> torch.Tensor:
+        tile = tiles[i]
         zt = zw[:, :, :, tile.rows.as_slice(), tile.cols.as_slice()].to(device, dtype)
-        piece = adapter.decode_piece(zt, state, first).float()
+        return adapter.decode_piece(zt, states[i], first).float()
+
+    pieces = (split.gather(range(len(tiles)), decode_tile) if split is not None
+              else ((i, decode_tile(i)) for i in range(len(tiles))))
+    acc = norm = None
+    for i, piece in pieces:
+        tile, mask = tiles[i], masks[i] if masks else None
+        if mask is None:  # one tile (split mode only): nothing to blend
+            acc = piece
+            continue
         if acc is None:
             b, c, t = piece.shape[:3]
             height, width = tiles[-1].py.stop, tiles[-1].px.stop
@@ -212,6 +251,8 @@ def _decode_window(adapter: FamilyAdapter, z: torch.Tensor, window: Window, tile
         acc[:, :, :, tile.py.as_slice(), tile.px.as_slice()] += piece * mask
         norm[tile.py.as_slice(), tile.px.as_slice()] += mask
         del piece
+    if acc is None or norm is None:
+        return acc
     return acc / norm
 
 
@@ -219,7 +260,7 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames:
                    overlap_frames: int | None = None, tile_size: int | None = None,
                    tile_overlap: int | None = None, output_type: OutputType = "uint8",
                    progress: Callable[[int, int], None] | None = None,
-                   decode_kwargs: dict | None = None) -> Iterator:
+                   decode_kwargs: dict | None = None, split: WorkSplit | None = None) -> Iterator:
     """Decode ``latents`` (exactly what ``vae.decode`` takes) as an iterator of chunks, in order.
 
     ``output_type="pt"``: float32 chunks in the layout of ``vae.decode(latents).sample``;
@@ -230,6 +271,10 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames:
     ``decode_kwargs`` are extra arguments of the VAE's own ``decode`` (e.g. LTX's ``temb``).
     ``progress(frames_done, frames_total)`` is called after each chunk. Options are checked (see
     :func:`plan_decode`) before anything is decoded.
+
+    ``split``: share this decode with other processes (a :class:`vidmem.parallel.DecodeSplit`;
+    every process calls this with the same latents and options, and only rank 0's iterator yields
+    chunks, equal to a single process's).
     """
     if output_type not in ("uint8", "pt"):
         raise ValueError(f"output_type must be 'uint8' or 'pt', got {output_type!r}")
@@ -245,16 +290,20 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames:
     if output_type == "uint8" and z.shape[0] != 1:
         raise ValueError(f"uint8 output decodes one video at a time; got a batch of "
                          f"{z.shape[0]} (pass one video's latents or output_type='pt')")
-    return _stream(adapter, z, plan, output_type, progress)
+    return _stream(adapter, z, plan, output_type, progress, split)
 
 
 def device_chunks(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan,
                   output_type: OutputType, windows: list[Window] | None = None,
-                  conv_workspace: int | None = None) -> Iterator:
-    """The device side of the stream: for each window (default: all of ``plan.windows``) decode
-    its tiles, blend, cross-fade and convert, and yield ``(frames, chunk)``: the chunk *on the
-    VAE's device* (uint8 ``(T, H, W, 3)``, or the native float32 layout for ``"pt"``) and its
-    number of frames; empty chunks are skipped.
+                  split: WorkSplit | None = None, conv_workspace: int | None = None) -> Iterator:
+    """The device side of the stream: for each window (default: all of ``plan.windows``; else a
+    prefix of them) decode its tiles, blend, cross-fade and convert, and yield ``(frames,
+    chunk)``: the chunk *on the VAE's device* (uint8 ``(T, H, W, 3)``, or the native float32
+    layout for ``"pt"``) and its number of frames; empty chunks are skipped.
+
+    ``split``: this process's share of a decode split over several (:mod:`vidmem.parallel`):
+    tiles (or windows) decoded elsewhere arrive through it, and a process that does not blend
+    yields nothing.
 
     ``conv_workspace``: cap (bytes) on the column buffer of CPU ``slow_conv3d`` calls
     (:class:`~vidmem.decode.conv_workspace.BoundedConvWorkspace`; ``None``: torch's own calls).
@@ -265,16 +314,31 @@ def device_chunks(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan,
     feather = plan.tile_overlap_latent * adapter.spatial_factor
     masks = [tile_mask(t, feather).to(device) for t in plan.tiles] if len(plan.tiles) > 1 else []
     states = [adapter.new_state() for _ in plan.tiles]
-    windows = plan.windows if windows is None else windows
-    tail: torch.Tensor | None = None
-    for window in windows:
+    count = len(plan.windows) if windows is None else len(windows)
+
+    def window_pixels(k: int) -> torch.Tensor | None:
+        """Window ``k``, all tiles blended and clamped (``None``: another process blends it)."""
+        nonlocal states
         if adapter.streaming == "window":
             states = [adapter.new_state() for _ in plan.tiles]
+        tiles_split = split if split is not None and split.mode == "tiles" else None
         # The mode is entered per window: never left active across a yield.
         with BoundedConvWorkspace(conv_workspace) if conv_workspace else nullcontext():
-            out = _decode_window(adapter, z, window, plan.tiles, states, masks, device, dtype)
-        if adapter.clamps_output:
+            out = _decode_window(adapter, z, plan.windows[k], plan.tiles, states, masks, device,
+                                 dtype, tiles_split)
+        if out is not None and adapter.clamps_output:
             out = out.clamp_(-1.0, 1.0)
+        return out
+
+    if split is not None and split.mode == "windows":
+        outputs = split.gather(range(count), window_pixels)
+    else:
+        outputs = ((k, window_pixels(k)) for k in range(count))
+    tail: torch.Tensor | None = None
+    for k, out in outputs:
+        if out is None:
+            continue  # decoded here, blended and written by another process
+        window = plan.windows[k]
         if tail is not None:
             n = tail.shape[2]
             i0 = window.keep_from - n - window.offset
@@ -283,7 +347,7 @@ def device_chunks(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan,
             out = torch.cat([blended, out[:, :, i0 + n:]], dim=2)
         else:
             out = out[:, :, window.keep_from - window.offset:]
-        last = window is plan.windows[-1]
+        last = k == len(plan.windows) - 1
         if plan.blend_frames and not last:
             tail = out[:, :, -plan.blend_frames:]
             out = out[:, :, :-plan.blend_frames]
@@ -302,7 +366,8 @@ def device_chunks(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan,
 
 
 def _stream(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan, output_type: OutputType,
-            progress: Callable[[int, int], None] | None) -> Iterator:
+            progress: Callable[[int, int], None] | None,
+            split: WorkSplit | None = None) -> Iterator:
     device, _ = _vae_device_dtype(adapter.vae)
     # CUDA uint8 chunks reach the host through one reused pinned buffer, each copy overlapped
     # with the next chunk's decode; elsewhere chunks are handed out as they are made.
@@ -313,31 +378,45 @@ def _stream(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan, output_ty
         allocator.tune_for_decode()
         conv_workspace = configured_max_bytes()
     done = 0
-    with torch.no_grad():
-        for frames, chunk in device_chunks(adapter, z, plan, output_type,
-                                           conv_workspace=conv_workspace):
-            done += frames
-            release_host_memory()
-            if stager is not None:
-                # Hand out the previous chunk (its copy ran while this one decoded), then start
-                # this one's copy, which runs while the next chunk decodes.
-                if stager.pending:
-                    previous = stager.collect()
-                    if progress is not None:
-                        progress(reported, plan.frames)
-                    yield previous
-                    del previous
-                stager.submit(chunk)
-                reported = done
-                del chunk
-                continue
-            chunk = chunk.cpu()
-            if progress is not None:
-                progress(done, plan.frames)
-            yield chunk
-            del chunk  # the consumer has it; do not keep it alive while decoding the next
-        if stager is not None and stager.pending:
-            last_chunk = stager.collect()
-            if progress is not None:
-                progress(reported, plan.frames)
-            yield last_chunk
+    try:
+        if split is not None:
+            split.start(plan, device)
+        with torch.no_grad():
+            for frames, chunk in device_chunks(adapter, z, plan, output_type, split=split,
+                                               conv_workspace=conv_workspace):
+                done += frames
+                release_host_memory()
+                if stager is not None:
+                    # Hand out the previous chunk (its copy ran while this one decoded), then
+                    # start this one's copy, which runs while the next chunk decodes.
+                    if stager.pending:
+                        previous = stager.collect()
+                        if progress is not None:
+                            progress(reported, plan.frames)
+                        yield previous
+                        del previous
+                    stager.submit(chunk)
+                    reported = done
+                    del chunk
+                    continue
+                chunk = chunk.cpu()
+                if progress is not None:
+                    progress(done, plan.frames)
+                yield chunk
+                del chunk  # the consumer has it; do not keep it alive while decoding the next
+            if stager is not None and stager.pending:
+                last_chunk = stager.collect()
+                if progress is not None:
+                    progress(reported, plan.frames)
+                yield last_chunk
+                del last_chunk
+        if split is not None:
+            split.finish()
+    except GeneratorExit:
+        if split is not None:
+            split.stop(None)  # the consumer stopped reading: tell the other processes
+        raise
+    except BaseException as e:
+        if split is not None:
+            split.stop(e)  # tell the other processes (raises the error they all see)
+        raise
