@@ -126,9 +126,18 @@ def check_args(args: argparse.Namespace) -> None:
     defaults and records them in ``args.tiny_defaults``."""
     import os
 
+    from ..outputs import check_video_path
+
+    try:  # the cheap checks first: they answer before torch and diffusers are imported
+        check_video_path(args.out)
+    except (ValueError, OSError) as e:
+        raise UsageError(str(e)) from None
+    if args.image is not None and not os.path.isfile(args.image):
+        raise UsageError(f"--image {args.image!r}: no such file")
+    if args.budget is not None:
+        budget_or_auto(args.budget)  # a size or "auto"
     from ..io.writer import check_writer_options
     from ..loading import check_model_reachable
-    from ..outputs import check_video_path
 
     rule, class_name, tiny = resolve_model(args)
     if tiny and args.steps is None:
@@ -137,18 +146,13 @@ def check_args(args: argparse.Namespace) -> None:
     check_sizes_for_family(rule, args.num_frames, args.height, args.width)
     if rule is not None and rule.needs_image and args.image is None:
         raise UsageError(f"{class_name} is image-to-video: pass --image PATH")
-    if args.image is not None and not os.path.isfile(args.image):
-        raise UsageError(f"--image {args.image!r}: no such file")
     args.pipeline_args = parse_pipeline_args(args.arg)
     try:
-        check_video_path(args.out)
         if args.fps is not None:
             check_writer_options(args.fps, lossless=args.lossless)
         check_decode_options(args)
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from None
-    if args.budget is not None:
-        budget_or_auto(args.budget)  # a size or "auto"
     try:
         check_model_reachable(args.model)
     except OSError as e:

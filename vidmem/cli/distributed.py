@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Any, Callable
 
@@ -58,6 +59,8 @@ class RankJob:
         """Join ``torchrun``'s group when it started several processes; ``None`` otherwise (then
         ``--split`` has nothing to split, which is said once). In a split job the ranks other
         than 0 are made quiet; in a batch each rank reports its own clips."""
+        if "WORLD_SIZE" not in os.environ and not getattr(args, "split", False):
+            return None  # not launched by torchrun: answered without importing torch
         from ..parallel import SplitSession, init_from_environment
         from ..parallel.group import BATCH_TIMEOUT_S, SPLIT_TIMEOUT_S, launched_world_size
 
