@@ -13,6 +13,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 CHILD = textwrap.dedent("""
     import json, sys, torch
@@ -35,6 +36,7 @@ def _render_peak(frames: int, out) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # two renders in fresh processes at two clip lengths: minutes
 def test_peak_rss_flat_in_clip_length(tmp_path):
     short = min((_render_peak(17, tmp_path / f"short{i}.mp4") for i in range(2)),
                 key=lambda r: r["peak"])
