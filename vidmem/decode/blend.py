@@ -40,18 +40,26 @@ def _axis_weights(size: int, fade_in: int, fade_out: int, shape: str) -> torch.T
     return w
 
 
-def tile_mask(tile: Tile, feather_px: int, shape: str = "cosine") -> torch.Tensor:
+def tile_mask(tile: Tile, feather_px: int | None = None, shape: str = "cosine") -> torch.Tensor:
     """A ``(H_tile, W_tile)`` feather mask: ramps only on sides that touch another tile.
 
-    Image borders keep full weight; otherwise the border pixels would be divided by a tiny
-    normaliser and amplify noise.
+    Each ramp spans that side's whole overlap (``feather_px=None``; tiles of the requested size
+    spread evenly overlap by at least the requested overlap, often more) or at most
+    ``feather_px`` pixels. Image borders keep full weight; otherwise the border pixels would be
+    divided by a tiny normaliser and amplify noise.
     """
-    top, bottom, left, right = tile.neighbours
     h, w = tile.py.size, tile.px.size
-    fh = min(feather_px, h // 2)
-    fw = min(feather_px, w // 2)
-    wy = _axis_weights(h, fh if top else 0, fh if bottom else 0, shape)
-    wx = _axis_weights(w, fw if left else 0, fw if right else 0, shape)
+    factor = h // tile.rows.size
+
+    def side(overlap_latent: int, extent: int) -> int:
+        px = overlap_latent * factor
+        if feather_px is not None:
+            px = min(px, feather_px)
+        return min(px, extent // 2) if overlap_latent else 0
+
+    top, bottom, left, right = tile.overlaps
+    wy = _axis_weights(h, side(top, h), side(bottom, h), shape)
+    wx = _axis_weights(w, side(left, w), side(right, w), shape)
     return wy[:, None] * wx[None, :]
 
 

@@ -1,0 +1,336 @@
+"""Decode quality on the *published* VAE configurations: vidmem vs diffusers, per family.
+
+Every family's VAE is built from its published ``config.json`` (:mod:`.published_configs`;
+random weights from a fixed seed, small latents, the architecture unreduced) and one fixed set of
+latents is decoded in each of these ways, each compared with the full decode (one untiled decoder
+call over the whole clip):
+
+* ``chunks``: vidmem's temporal chunks alone (its defaults for the family: carried causal state,
+  whole-clip GroupNorm statistics for HunyuanVideo, cross-faded windows otherwise);
+* ``tiles`` / ``tiles2``: vidmem's spatial tiles alone, at two tile geometries;
+* ``both``: chunks and tiles (first geometry) together;
+* ``diffusers_spatial`` / ``diffusers_spatial2``: ``vae.enable_tiling()`` at the same tile edge and
+  overlap (``tile_sample_min = tile``, ``tile_sample_stride = tile - overlap``);
+* ``diffusers_temporal``: diffusers' own temporal tiling where it has one (HunyuanVideo and LTX
+  ``use_framewise_decoding``, Mochi's framewise decode, SVD's ``decode_chunk_size``), with
+  vidmem's chunks at the same stride (``chunks``) and, for windowed decoders, at the same window
+  length (``windows_equal``);
+* for HunyuanVideo also ``windows``: cross-faded windows with per-window statistics
+  (``whole_clip_norm=False``), vidmem's previous default.
+
+Per row: PSNR (dB) and max abs error against the full decode, wall time, and for temporal modes
+the seam ratio (:func:`vidmem.metrics.seam_ratio`: the frame-to-frame change across window
+boundaries over the change inside windows) next to the full decode's ratio at the same frames.
+
+    python -m benchmarks.bench_quality_published [--quick] [--families wan21 hunyuanvideo ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .common import save_json
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Case:
+    """How one family is measured: latents, chunk size, tile geometries (latent px), and how
+    diffusers decodes it in full, with spatial tiles and with temporal tiles."""
+
+    key: str
+    latent_shape: tuple[int, ...]
+    chunk_frames: int
+    #: (tile, overlap) in latent pixels, two geometries.
+    tiles: tuple[tuple[int, int], tuple[int, int]]
+    kind: str  # wan | cogvideox | hunyuanvideo | hunyuanvideo15 | ltx | mochi | svd | image
+
+
+CASES: dict[str, Case] = {c.key: c for c in [
+    Case("wan21", (1, 16, 5, 8, 12), 8, ((8, 2), (6, 2)), "wan"),
+    Case("wan22", (1, 48, 3, 4, 6), 4, ((4, 1), (3, 1)), "wan"),
+    Case("cogvideox", (1, 16, 5, 8, 12), 8, ((8, 2), (6, 2)), "cogvideox"),
+    Case("hunyuanvideo", (1, 16, 9, 8, 12), 12, ((8, 2), (6, 2)), "hunyuanvideo"),
+    Case("hunyuanvideo15", (1, 32, 3, 4, 6), 4, ((4, 1), (4, 2)), "hunyuanvideo15"),
+    Case("ltx090", (1, 128, 4, 6, 8), 8, ((6, 2), (4, 1)), "ltx"),
+    Case("ltx091", (1, 128, 4, 6, 8), 8, ((6, 2), (4, 1)), "ltx"),
+    Case("ltx095", (1, 128, 4, 6, 8), 8, ((6, 2), (4, 1)), "ltx"),
+    Case("ltx2", (1, 128, 4, 6, 8), 8, ((6, 2), (4, 1)), "ltx"),
+    Case("mochi", (1, 12, 3, 8, 12), 6, ((8, 2), (6, 2)), "mochi"),
+    Case("svd", (8, 4, 8, 12), 4, ((8, 2), (6, 2)), "svd"),
+    Case("sdvae", (6, 4, 8, 12), 3, ((8, 2), (6, 2)), "image"),
+]}
+
+#: ``--quick``: the headline family and one image VAE, at the smallest sizes that still tile and
+#: chunk (the test suite runs this).
+QUICK: dict[str, Case] = {
+    "hunyuanvideo": Case("hunyuanvideo", (1, 16, 5, 4, 6), 8, ((4, 1), (4, 2)), "hunyuanvideo"),
+    "sdvae": Case("sdvae", (2, 4, 4, 6), 1, ((4, 1), (4, 2)), "image"),
+}
+
+
+def _latents(shape: tuple[int, ...]) -> Any:
+    import torch
+
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+
+
+class Diffusers:
+    """diffusers' own decodes of one family's VAE: full, spatially tiled, temporally tiled."""
+
+    def __init__(self, kind: str, vae: Any, decode_kwargs: dict[str, Any]):
+        self.kind, self.vae, self.kw = kind, vae, decode_kwargs
+
+    def _seeded(self, fn: Callable[[], Any]) -> Any:
+        import torch
+
+        torch.manual_seed(0)  # LTX decoders that inject noise draw it from the global RNG
+        with torch.no_grad():
+            return fn().float()
+
+    def full(self, z: Any) -> Any:
+        vae, kind = self.vae, self.kind
+        if kind == "hunyuanvideo":
+            return self._seeded(lambda: vae.decoder(vae.post_quant_conv(z)))
+        if kind == "hunyuanvideo15":
+            return self._seeded(lambda: vae.decoder(z))
+        if kind == "ltx":
+            return self._seeded(lambda: vae.decoder(z, self.kw.get("temb")))
+        if kind == "svd":
+            return self._seeded(lambda: vae.decode(z, num_frames=z.shape[0]).sample)
+        return self._seeded(lambda: vae.decode(z).sample)
+
+    def spatial(self, z: Any, tile: int, overlap: int) -> Any | None:
+        vae, kind = self.vae, self.kind
+        if kind == "svd":
+            return None  # AutoencoderKLTemporalDecoder has no tiling
+        if kind == "cogvideox":
+            vae.enable_tiling(tile_sample_min_height=tile, tile_sample_min_width=tile,
+                              tile_overlap_factor_height=overlap / tile,
+                              tile_overlap_factor_width=overlap / tile)
+        elif kind == "hunyuanvideo15":
+            sf = vae.spatial_compression_ratio
+            vae.enable_tiling(tile_sample_min_height=tile, tile_sample_min_width=tile,
+                              tile_latent_min_height=tile // sf, tile_latent_min_width=tile // sf,
+                              tile_overlap_factor=overlap / tile)
+        elif kind == "image":
+            vae.enable_tiling()
+            vae.tile_sample_min_size, vae.tile_latent_min_size = tile, tile // 8
+            vae.tile_overlap_factor = overlap / tile
+        else:
+            vae.enable_tiling(tile_sample_min_height=tile, tile_sample_min_width=tile,
+                              tile_sample_stride_height=tile - overlap,
+                              tile_sample_stride_width=tile - overlap)
+        if hasattr(vae, "use_framewise_decoding"):
+            vae.use_framewise_decoding = False
+        try:
+            if kind == "ltx":
+                return self._seeded(lambda: vae.decode(z, self.kw.get("temb")).sample)
+            return self._seeded(lambda: vae.decode(z).sample)
+        finally:
+            vae.disable_tiling()
+
+    def temporal(self, z: Any, factor: int) -> tuple[Any, list[int], dict[str, int]] | None:
+        """diffusers' temporal tiling at its default geometry: (video, the first frame of each
+        later window's region, its geometry in latent frames: window, stride)."""
+        vae, kind = self.vae, self.kind
+        if kind in ("hunyuanvideo", "ltx"):
+            vae.use_framewise_decoding = True
+            vae.use_tiling = False
+            window = vae.tile_sample_min_num_frames // factor + 1
+            stride = vae.tile_sample_stride_num_frames // factor
+            blend = vae.tile_sample_min_num_frames - vae.tile_sample_stride_num_frames
+            try:
+                if kind == "ltx":
+                    out = self._seeded(lambda: vae.decode(z, self.kw.get("temb")).sample)
+                else:
+                    out = self._seeded(lambda: vae.decode(z).sample)
+            finally:
+                vae.use_framewise_decoding = False
+            starts = [stride * factor * i + 1 for i in range(1, math.ceil(z.shape[2] / stride))]
+            bounds = [s + j for s in starts for j in range(blend + 1)]
+            return out, bounds, {"window_latents": window, "stride_latents": stride}
+        if kind == "mochi":
+            saved = {m: m.pad_mode for m in vae.modules() if hasattr(m, "pad_mode")}
+            vae._enable_framewise_decoding()
+            try:
+                out = self._seeded(lambda: vae.decode(z).sample)
+            finally:
+                vae.use_framewise_decoding = False
+                for m, mode in saved.items():
+                    m.pad_mode = mode
+            step = vae.num_latent_frames_batch_size
+            bounds = [factor * b - (factor - 1) for b in range(step, z.shape[2], step)]
+            return out, bounds, {"window_latents": step, "stride_latents": step}
+        if kind == "svd":
+            import torch
+
+            chunk = 4  # decode_chunk_size
+            out = self._seeded(lambda: torch.cat([vae.decode(z[i:i + chunk], num_frames=len(
+                z[i:i + chunk])).sample for i in range(0, z.shape[0], chunk)]))
+            return out, list(range(chunk, z.shape[0], chunk)), {"window_latents": chunk,
+                                                                 "stride_latents": chunk}
+        return None
+
+
+def _boundaries(plan: Any) -> list[int]:
+    """Frames where a later chunk's output takes over (through its cross-fade)."""
+    out = []
+    for w in plan.windows[1:]:
+        out.extend(range(w.keep_from - plan.blend_frames, w.keep_from + 1))
+    return out
+
+
+def measure(case: Case) -> dict:
+    import torch
+
+    import vidmem
+    from vidmem.decode.families import adapter_for
+    from vidmem.metrics import max_abs_error, psnr, seam_ratio
+
+    from .published_configs import PUBLISHED
+
+    spec = PUBLISHED[case.key]
+    t0 = time.perf_counter()
+    vae = spec.build()
+    build_s = time.perf_counter() - t0
+    z = _latents(case.latent_shape)
+    kw = dict(spec.decode_kwargs)
+    if "temb" in kw:
+        kw["temb"] = torch.tensor([float(kw["temb"])])
+    if "num_frames" in kw:
+        kw["num_frames"] = z.shape[0]
+    adapter = adapter_for(vae, kw)
+    axis = adapter.native_time_axis if case.kind != "image" else 0
+    factor, sf = adapter.time_map.factor, adapter.spatial_factor
+    ref_api = Diffusers(case.kind, vae, kw)
+
+    t0 = time.perf_counter()
+    ref = ref_api.full(z)
+    rows: dict[str, dict] = {"full": {"seconds": time.perf_counter() - t0}}
+
+    def score(name: str, out: Any, seconds: float, bounds: list[int] | None = None, **extra: Any
+              ) -> None:
+        row = {"psnr": psnr(out, ref), "max_abs": max_abs_error(out, ref), "seconds": seconds,
+               **extra}
+        if bounds:
+            row["seam"] = seam_ratio(out, bounds, axis)
+            row["seam_full"] = seam_ratio(ref, bounds, axis)
+        rows[name] = row
+        print(f"  {case.key} {name}: {row['psnr']:.2f} dB, {seconds:.1f} s", file=sys.stderr)
+
+    def vidmem_decode(name: str, temporal: bool = True, **options: Any) -> None:
+        options.setdefault("chunk_frames", case.chunk_frames if temporal else 10**6)
+        options.setdefault("tile_size", 0)
+        plan = vidmem.plan_decode(vae, z, decode_kwargs=kw, **options)
+        for other in rows.values():  # the same plan was measured already (e.g. LTX's defaults
+            if other.get("plan") == plan.summary():  # are diffusers' window geometry)
+                rows[name] = dict(other)
+                return
+        torch.manual_seed(0)
+        t = time.perf_counter()
+        with torch.no_grad():
+            out = torch.cat(list(vidmem.decode_latents(vae, z, output_type="pt", decode_kwargs=kw,
+                                                       **options)), axis)
+        score(name, out, time.perf_counter() - t, _boundaries(plan) if temporal else None,
+              plan=plan.summary(), chunks=len(plan.windows), tiles=len(plan.tiles))
+
+    vidmem_decode("chunks")
+    geometries = [(tile * sf, overlap * sf) for tile, overlap in case.tiles]
+    for suffix, (tile, overlap) in zip(("", "2"), geometries):
+        vidmem_decode(f"tiles{suffix}", temporal=False, tile_size=tile, tile_overlap=overlap)
+        t = time.perf_counter()
+        theirs = ref_api.spatial(z, tile, overlap)
+        if theirs is not None:
+            score(f"diffusers_spatial{suffix}", theirs, time.perf_counter() - t,
+                  tile_px=tile, overlap_px=overlap)
+    vidmem_decode("both", tile_size=geometries[0][0], tile_overlap=geometries[0][1])
+
+    t = time.perf_counter()
+    temporal = ref_api.temporal(z, factor)
+    if temporal is not None:
+        theirs, bounds, geometry = temporal
+        score("diffusers_temporal", theirs, time.perf_counter() - t, bounds, **geometry)
+        context = geometry["window_latents"] - geometry["stride_latents"]
+        if adapter.streaming == "window" or case.kind == "hunyuanvideo":
+            # the same windows as diffusers: its stride of new latents, its context
+            overlap = factor * (context - 1) + 1 if adapter.time_map.causal_first_frame \
+                else factor * context
+            vidmem_decode("windows_equal", chunk_frames=geometry["stride_latents"] * factor,
+                          overlap_frames=overlap, whole_clip_norm=False
+                          if case.kind == "hunyuanvideo" else None)
+    if case.kind == "hunyuanvideo":
+        vidmem_decode("windows", whole_clip_norm=False)
+        vidmem_decode("windows_tiles", whole_clip_norm=False, tile_size=geometries[0][0],
+                      tile_overlap=geometries[0][1])
+    return {"family": case.key, "label": spec.label, "class": spec.cls, "source": spec.source,
+            "latent_shape": list(case.latent_shape), "frames": int(ref.shape[axis]),
+            "height": int(ref.shape[-2]), "width": int(ref.shape[-1]),
+            "streaming": adapter.streaming, "build_seconds": build_s, "modes": rows}
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    return "inf" if x == math.inf else f"{x:.{digits}f}"
+
+
+def table(results: list[dict]) -> str:
+    """The headline markdown table: PSNR dB (time s) per mode, and seams."""
+    lines = ["| family | latents -> frames | chunks | tiles | both | diffusers spatial | "
+             "diffusers temporal | vidmem windows at diffusers' geometry | seam: vidmem / "
+             "diffusers / full |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        m = r["modes"]
+
+        def cell(name: str) -> str:
+            if name not in m:
+                return "n/a"
+            return f"{_fmt(m[name]['psnr'])} ({m[name]['seconds']:.0f} s)"
+        seam = m["chunks"].get("seam")
+        theirs = m.get("diffusers_temporal", {}).get("seam")
+        full = m["chunks"].get("seam_full")
+        lines.append(
+            f"| {r['label']} | {'x'.join(map(str, r['latent_shape']))} -> "
+            f"{r['frames']}x{r['height']}x{r['width']} (full {m['full']['seconds']:.0f} s) | "
+            f"{cell('chunks')} | {cell('tiles')} | {cell('both')} | {cell('diffusers_spatial')} | "
+            f"{cell('diffusers_temporal')} | {cell('windows_equal')} | "
+            f"{_fmt(seam)} / {_fmt(theirs) or 'n/a'} / {_fmt(full)} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--quick", action="store_true",
+                   help="HunyuanVideo and the SD VAE at tiny latents (the test suite runs this)")
+    p.add_argument("--families", nargs="+", default=None, choices=sorted(CASES))
+    p.add_argument("--out", type=Path, default=RESULTS / "quality_published.json")
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(2)
+    cases = QUICK if args.quick else CASES
+    keys = args.families or list(cases)
+    results = []
+    for key in keys:
+        t0 = time.perf_counter()
+        results.append(measure(cases.get(key) or CASES[key]))
+        print(f"{key}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    print(table(results))
+    result = {"rows": results}
+    save_json(args.out, result)
+    print(json.dumps({"families": len(results)}), file=sys.stderr)
+    return result
+
+
+if __name__ == "__main__":
+    main()
