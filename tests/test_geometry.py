@@ -63,20 +63,6 @@ def test_overlapping_tiles_are_the_requested_size_and_cover_evenly(total, tile, 
     assert max(seams) - min(seams) <= 1  # the remainder spread evenly over the seams
 
 
-def test_tile_cores_partition_the_frame_at_every_scale():
-    tiles = plan_tiles(13, 20, 8, tile_latent=8, overlap_latent=3)
-    for scale in (1, 2, 8):
-        owner = {}
-        for tile in tiles:
-            rows, cols = tile.core(scale)
-            for y in range(rows.start, rows.stop):
-                for x in range(cols.start, cols.stop):
-                    pixel = (tile.rows.start * scale + y, tile.cols.start * scale + x)
-                    assert pixel not in owner
-                    owner[pixel] = tile
-        assert len(owner) == 13 * 20 * scale * scale
-
-
 def test_tile_overlap_must_be_smaller_than_tile():
     with pytest.raises(ValueError, match="smaller than the tile"):
         overlapping_tiles(50, 8, 8)

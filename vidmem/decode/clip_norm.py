@@ -10,15 +10,15 @@ statistics fixed, such a decoder is causal, and the family adapter streams it ex
 carried causal state (no re-decoded context, no cross-fade).
 
 How: statistics passes over the same pieces (chunks x tiles, causal state carried by the adapter)
-before the output pass:
+before the output pass, with one :class:`ClipNormStats` per spatial tile (a tile normalizes as it
+would decoded over all frames in one call, as diffusers' tiled decode and vidmem's single-window
+tiles do; whole-frame statistics pooled over tiles measured worse, since a tile's activations near
+its border are not the frame's):
 
 * :meth:`ClipNormStats.collecting`: while one piece decodes, each collected ``GroupNorm``
   accumulates, per sample and group, the count, mean and sum of squared deviations of its input
-  (Chan's parallel merge, in float64) over the part of the frame the piece owns
-  (:meth:`vidmem.decode.geometry.Tile.core`: each tile overlap split at its middle, so every pixel
-  of every frame counts once). A collected norm normalizes the piece with the piece's own
-  statistics (the plain ``GroupNorm``); a norm whose statistics are already final normalizes
-  with those.
+  (Chan's parallel merge, in float64), and normalizes the piece with the piece's own statistics
+  (the plain ``GroupNorm``); a norm whose statistics are already final normalizes with those.
 * :meth:`ClipNormStats.normalizing`: every ``GroupNorm`` normalizes with the gathered statistics
   (``torch.nn.functional.batch_norm`` in inference mode with per-channel statistics: the same
   arithmetic as ``group_norm`` once the statistics are given).
@@ -44,17 +44,14 @@ from __future__ import annotations
 import contextlib
 import functools
 from dataclasses import dataclass
-from typing import Callable, Iterator, Literal
+from typing import Iterator, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .families.causal_cache import forwards_replaced
-from .geometry import Span
 
-#: maps an activation's spatial size ``(H, W)`` to the rows and columns this piece owns.
-Region = Callable[[int, int], tuple[Span, Span]]
 Schedule = Literal["estimate", "exact"]
 
 
@@ -119,20 +116,15 @@ class ClipNormStats:
             self._moments.pop(m, None)
 
     @contextlib.contextmanager
-    def collecting(self, region: Region | None = None, tokens_hw: tuple[int, int] | None = None,
-                   only: list[nn.Module] | None = None) -> Iterator[None]:
+    def collecting(self, only: list[nn.Module] | None = None) -> Iterator[None]:
         """Run one piece's decode while ``only`` (default: every module) accumulate their input
-        statistics over ``region`` (the whole piece if ``None``) and normalize with the piece's
-        own; other modules that have statistics normalize with them.
-
-        ``tokens_hw``: for norms over flattened tokens ``(B, C, T*h*w)`` (attention blocks), the
-        ``(h, w)`` of one frame of tokens, so the piece's region can be cut out of them.
-        """
+        statistics and normalize with the piece's own; other modules that have statistics
+        normalize with them."""
         collected = set(self.modules if only is None else only)
         fns = {}
         for m in self.modules:
             if m in collected:
-                fns[m] = functools.partial(self._collect_forward, m, region, tokens_hw)
+                fns[m] = functools.partial(self._collect_forward, m)
             elif m in self._moments:
                 fns[m] = functools.partial(self._fixed_forward, m)
         with forwards_replaced(fns):
@@ -150,13 +142,11 @@ class ClipNormStats:
             yield
 
     # --- forwards ---------------------------------------------------------------------------
-    def _collect_forward(self, module: nn.GroupNorm, region: Region | None,
-                         tokens_hw: tuple[int, int] | None, x: torch.Tensor) -> torch.Tensor:
+    def _collect_forward(self, module: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
         if module not in self.order:
             self.order.append(module)
-        owned = _owned(x, region, tokens_hw)
         with torch.no_grad():
-            flat = owned.reshape(owned.shape[0], module.num_groups, -1).float()
+            flat = x.reshape(x.shape[0], module.num_groups, -1).float()
             var, mean = torch.var_mean(flat, dim=-1, correction=0)
             n = flat.shape[-1]
             piece = _Moments(float(n), mean.double(), var.double() * n)
@@ -178,23 +168,6 @@ def stages(stats: ClipNormStats, schedule: Schedule) -> list[list[nn.Module]]:
     if schedule == "exact":
         return [[m] for m in stats.order[1:]]
     raise ValueError(f"unknown statistics schedule {schedule!r}; use 'estimate' or 'exact'")
-
-
-def _owned(x: torch.Tensor, region: Region | None, tokens_hw: tuple[int, int] | None
-           ) -> torch.Tensor:
-    """The part of activation ``x`` (``(B, C, T, H, W)``, ``(B, C, H, W)`` or flattened tokens
-    ``(B, C, L)``) that the current piece owns."""
-    if region is None:
-        return x
-    if x.ndim == 3:
-        if tokens_hw is None:
-            raise ValueError("a norm over flattened tokens needs the piece's tokens_hw")
-        h, w = tokens_hw
-        if x.shape[-1] % (h * w):
-            raise ValueError(f"{x.shape[-1]} tokens are not whole frames of {h}x{w}")
-        x = x.reshape(*x.shape[:2], -1, h, w)
-    rows, cols = region(x.shape[-2], x.shape[-1])
-    return x[..., rows.as_slice(), cols.as_slice()]
 
 
 def _normalize(module: nn.GroupNorm, x: torch.Tensor, moments: _Moments) -> torch.Tensor:

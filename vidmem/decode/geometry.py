@@ -124,25 +124,6 @@ class Tile:
         top, bottom, left, right = self.overlaps
         return top > 0, bottom > 0, left > 0, right > 0
 
-    def core(self, scale: int = 1) -> tuple[Span, Span]:
-        """The part of this tile that no other tile is closer to, as rows and columns local to
-        the tile, at ``scale`` times latent resolution.
-
-        Each overlap is split at its middle, rounded down at that resolution in global
-        coordinates (so both tiles of a seam agree): the cores of all tiles partition the frame
-        exactly, for gathering statistics over a tiled frame with every pixel counted once.
-        """
-        top, bottom, left, right = self.overlaps
-        return (_core(self.rows.size, top, bottom, scale),
-                _core(self.cols.size, left, right, scale))
-
-
-def _core(size: int, before: int, after: int, scale: int) -> Span:
-    # A seam whose overlap starts at global latent a and is o long splits, at this scale, at
-    # (scale * (2a + o)) // 2 = scale * a + (scale * o) // 2: locally (scale * o) // 2 from the
-    # later tile's start, and scale * o - (scale * o) // 2 before the earlier tile's end.
-    return Span((scale * before) // 2, scale * size - (scale * after - (scale * after) // 2))
-
 
 def plan_tiles(latent_h: int, latent_w: int, spatial_factor: int,
                tile_latent: int | None, overlap_latent: int) -> list[Tile]:
