@@ -97,8 +97,9 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
     elif case == "group_offload":
         pipe.enable_group_offload(onload_device=torch.device("cuda"), offload_type="block_level",
                                   num_blocks_per_group=1, use_stream=True)
-    else:  # vidmem_<budget bytes>
-        plan = vidmem.plan_offload(pipe, int(case.split("_")[1]), device="cuda")
+    else:  # vidmem_<budget bytes>, planned for this render's shape
+        plan = vidmem.plan_offload(pipe, int(case.split("_")[1]), device="cuda",
+                                   num_frames=args.frames, height=args.height, width=args.width)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -108,7 +109,7 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
         del frames
     else:
         out = Path(args.tmp) / f"{case}.mp4"
-        report = vidmem.render(pipe, out, offload=plan, **call)
+        report = vidmem.render(pipe, out, offload=plan, tile_size=plan.decode_tile_size, **call)
         n = report.frames
     torch.cuda.synchronize()
     wall = time.perf_counter() - t0
@@ -123,8 +124,9 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
     return result
 
 
-def budgets(size: str, tiny: bool) -> dict[str, int]:
-    """Three budgets from the measured component sizes: all resident, model offload, blocks."""
+def budgets(size: str, tiny: bool, args: argparse.Namespace) -> dict[str, int]:
+    """Three budgets from the measured component sizes: all resident, model offload, blocks
+    (those the planner accepts for the render's shape)."""
     from diffusers import DiffusionPipeline
     from vidmem.offload import module_bytes, plan_offload
 
@@ -139,7 +141,8 @@ def budgets(size: str, tiny: bool) -> dict[str, int]:
                          ("model", int(largest * 1.15) + 2 * GiB),
                          ("blocks", int(largest * 0.5) + 2 * GiB)):
         try:
-            plan_offload(pipe, budget, device="cuda")
+            plan_offload(pipe, budget, device="cuda", num_frames=args.frames, height=args.height,
+                         width=args.width)
         except ValueError:
             continue
         out[name] = budget
@@ -171,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     common = ["--size", args.size, "--frames", str(args.frames), "--height", str(args.height),
               "--width", str(args.width), "--steps", str(args.steps)] + (["--quick"] if args.quick else [])
     _model_dir(args.size, args.tiny)
-    plans = budgets(args.size, args.tiny)
+    plans = budgets(args.size, args.tiny, args)
     cases = list(DIFFUSERS_CASES) + [f"vidmem_{b}" for b in plans.values()]
     rows = []
     for case in cases:

@@ -3,8 +3,10 @@
 Benchmarks: VAE decode alone (``bench_decode``), MP4 writing alone (``bench_writer``), end to
 end, latents to MP4, the diffusers way vs ``vidmem.decode_to_video`` (``bench_e2e``), decode
 quality per VAE family on tiny configs (``bench_quality``) and on the published configs
-(``bench_quality_published``: the quality headline), and with ``--device cuda`` the offload comparison
-(``bench_offload``: diffusers' offload levers vs vidmem plans, peak device memory and time).
+(``bench_quality_published``: the quality headline), simulated vs measured stage peaks for
+offload plans (``bench_plan``; its GPU columns with ``--device cuda``), and with ``--device
+cuda`` the offload comparison (``bench_offload``: diffusers' offload levers vs vidmem plans, peak
+device memory and time).
 
     python -m benchmarks.run [--quick] [--device cpu|cuda] [--out DIR]
 
@@ -20,8 +22,8 @@ import platform
 import sys
 from pathlib import Path
 
-from . import (bench_decode, bench_e2e, bench_offload, bench_quality, bench_quality_published,
-               bench_writer)
+from . import (bench_decode, bench_e2e, bench_offload, bench_plan, bench_quality,
+               bench_quality_published, bench_writer)
 from .common import plot_rss_vs_frames
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -62,6 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
         "quality": bench_quality.main(quick + ["--out", str(args.out / "quality.json")]),
         "quality_published": bench_quality_published.main(
             quick + ["--out", str(args.out / "quality_published.json")]),
+        "plan": bench_plan.main(quick + ["--device", args.device,
+                                         "--out", str(args.out / "plan.json")]),
     }
     if args.device == "cuda":
         results["offload"] = bench_offload.main(quick + ["--out", str(args.out / "offload.json")])

@@ -22,4 +22,5 @@ for i, chunk in enumerate(vidmem.decode_latents(vae, latents, chunk_frames=8, ti
     print(f"chunk {i}: {tuple(chunk.shape)} {chunk.dtype}")
 
 # 2) Straight into an MP4.
-print(vidmem.decode_to_video(vae, latents, out, fps=16, chunk_frames=8))
+# overwrite=True: running the sample again replaces its own earlier output.
+print(vidmem.decode_to_video(vae, latents, out, fps=16, chunk_frames=8, overwrite=True))

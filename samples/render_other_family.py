@@ -18,7 +18,8 @@ family = sys.argv[2] if len(sys.argv) > 2 else "ltx"
 frames = {"ltx": 17, "mochi": 13, "animatediff": 8}.get(family, 17)
 pipe = vidmem.tiny_pipeline(family, seed=0)
 torch.manual_seed(0)  # LTX's decoder draws its noise from the global RNG
-report = vidmem.render(pipe, out, prompt="waves breaking on a rocky shore", num_frames=frames,
-                       height=64, width=96, num_inference_steps=2,
+# overwrite=True: running the sample again replaces its own earlier output.
+report = vidmem.render(pipe, out, overwrite=True, prompt="waves breaking on a rocky shore",
+                       num_frames=frames, height=64, width=96, num_inference_steps=2,
                        generator=torch.Generator().manual_seed(0))
 print(report)

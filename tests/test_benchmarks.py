@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_quick_benchmarks_run_and_write_results(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+                          cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr
     results = json.loads((tmp_path / "all.json").read_text())
     decode_cases = {r["case"] for r in results["decode"]["rows"]}

@@ -62,4 +62,4 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
 
 def test_help_shows_examples():
     proc = run("render", "--help")
-    assert "examples:" in proc.stdout and "--chunk-frames" in proc.stdout
+    assert "examples" in proc.stdout and "--chunk-frames" in proc.stdout

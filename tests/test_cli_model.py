@@ -97,8 +97,11 @@ def test_plan_from_configs_alone_with_real_wan_shapes(tmp_path):
     plan = json.loads(proc.stdout)
     comps = {c["name"]: c for c in plan["components"]}
     assert list(comps) == ["text_encoder", "transformer", "vae"]  # model_cpu_offload_seq order
-    assert 2.5 * 2**30 < comps["transformer"]["bytes"] < 2.8 * 2**30  # 1.3B params in bf16
-    assert comps["text_encoder"]["bytes"] > 10 * 2**30  # umt5-xxl: too big for 8 GiB
+    assert 2.5 * 2**30 < comps["transformer"]["weights_bytes"] < 2.8 * 2**30  # 1.3B in bf16
+    assert comps["text_encoder"]["weights_bytes"] > 10 * 2**30  # umt5-xxl: too big for 8 GiB
+    # simulated at 81 frames of 480x832: one pass holds about 1.5 GiB of activations
+    assert 1 * 2**30 < comps["transformer"]["activation_bytes"] < 3 * 2**30
+    assert plan["activation_source"] == "simulated"
     assert comps["text_encoder"]["strategy"] == "blocks"
     assert comps["vae"]["strategy"] == "resident"
     assert plan["predicted_peak_bytes"] <= 8 * 2**30

@@ -54,7 +54,7 @@ def test_oom_in_a_later_chunk_halves_the_chunks_and_the_output_is_unchanged(vae_
     got = _frames(decode_with_fallback(vae, z, chunk_frames=8, tile_size=0,
                                        on_retry=messages.append))
     assert len(messages) == 1 and "out of memory at frame 13" in messages[0]
-    assert "chunks of 1 latent frames" in messages[0]
+    assert "chunks of 1 latent frame" in messages[0]
     assert got.shape == expected.shape
     assert np.array_equal(got, expected)  # causal cache: smaller chunks are the same computation
 

@@ -34,8 +34,10 @@ def _render_peak(frames: int, out) -> dict:
 
 
 def test_peak_rss_flat_in_clip_length(tmp_path):
-    short = min((_render_peak(17, tmp_path / "short.mp4") for _ in range(2)), key=lambda r: r["peak"])
-    long = min((_render_peak(65, tmp_path / "long.mp4") for _ in range(2)), key=lambda r: r["peak"])
+    short = min((_render_peak(17, tmp_path / f"short{i}.mp4") for i in range(2)),
+                key=lambda r: r["peak"])
+    long = min((_render_peak(65, tmp_path / f"long{i}.mp4") for i in range(2)),
+               key=lambda r: r["peak"])
     assert (short["frames"], long["frames"]) == (17, 65)
     assert long["peak"] - short["peak"] < 0.10 * short["peak"], (short, long)
 

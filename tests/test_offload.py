@@ -68,7 +68,8 @@ def test_budget_strings_and_json(pipe):
     assert set(d) >= {"device", "budget_bytes", "predicted_peak_bytes", "components"}
     assert d["device"] == "cuda" and d["budget_bytes"] == 6 * 10**9
     assert {c["name"]: c["strategy"] for c in d["components"]} == strategies(plan)
-    assert all({"name", "bytes", "strategy"} <= set(c) for c in d["components"])
+    assert all({"name", "weights_bytes", "activation_bytes", "stage_peak_bytes", "strategy"}
+               <= set(c) for c in d["components"])
     assert "transformer" in str(plan) and "strategy" in str(plan)
     with pytest.raises(ValueError, match="cannot parse memory size"):
         plan_offload(pipe, "eight gigs")

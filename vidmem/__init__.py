@@ -13,7 +13,7 @@ from .decode import DecodePlan, decode_latents, plan_decode, register_adapter, s
 from .io import VideoWriter, WriterError, available_encoders, to_uint8_frames
 from .memory import format_bytes, parse_bytes, peak_rss_bytes
 from .offload import AppliedPlan, OffloadPlan, apply_plan, plan_offload
-from .render import DecodeFailed, RenderReport, decode_to_video, render
+from .render import DecodeFailed, DecodeInterrupted, RenderReport, decode_to_video, render
 from .tiny import tiny_pipeline
 
 __version__ = "0.1.0"
@@ -24,6 +24,7 @@ __all__ = [
     "apply_plan",
     "plan_offload",
     "DecodeFailed",
+    "DecodeInterrupted",
     "DecodePlan",
     "RenderReport",
     "VideoWriter",

@@ -5,24 +5,35 @@ The file (``clip.mp4`` -> ``clip.latents.safetensors``) holds the latents exactl
 ``decode`` takes them (already denormalized), any tensor arguments of that decode (e.g. LTX's
 timestep), the random-number state the decode started from (decoders that inject noise, like
 LTX-Video's, draw it from the global RNG: restoring it makes a resumed decode equal the one that
-failed), and string metadata: model, family, fps, frame count, dtype. ``vidmem decode`` reads it.
+failed), and string metadata: model, family, fps, frame count, dtype, the VAE's dtype, and a SHA-256 of every
+tensor's bytes. ``vidmem decode`` reads it, and refuses a file whose tensors no longer match
+their checksum (a damaged file would otherwise decode to garbage and exit 0) or whose latents are
+not finite.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .outputs import OutputFiles
 from .pipelines import DecodeInput
+
+log = logging.getLogger("vidmem")
 
 LATENTS_KEY = "latents"
 RNG_KEYS = {"cpu": "rng_state.cpu", "cuda": "rng_state.cuda"}
 _KWARG_PREFIX = "decode_kwargs."
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: sha256 and vae_dtype in the metadata
 
 
 @dataclass
@@ -35,6 +46,9 @@ class LatentCheckpoint:
     fps: float
     frames: int | None
     dtype: str
+    #: the dtype the VAE decoded in (``None`` for version-1 files): ``vidmem decode`` loads the
+    #: VAE in it, so a resumed decode computes what the original would have.
+    vae_dtype: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     #: ``{"cpu": state, "cuda": state}`` at the start of the original decode (see module doc).
     rng_states: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -57,14 +71,40 @@ def capture_rng() -> dict[str, torch.Tensor]:
 
 def checkpoint_path_for(video_path: str | Path) -> Path:
     """``clip.mp4`` -> ``clip.latents.safetensors`` (next to the video)."""
-    p = Path(video_path)
-    return p.with_name(p.stem + ".latents.safetensors")
+    return OutputFiles(Path(video_path)).latents
+
+
+class CheckpointDamaged(ValueError):
+    """The checkpoint's bytes no longer match what was written (or its latents are not finite)."""
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """A SHA-256 over the tensors' names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def non_finite_message(latents: torch.Tensor, what: str) -> str | None:
+    """Why ``latents`` cannot be decoded (NaN/inf values), or ``None`` if they can."""
+    if latents.device.type == "meta" or not latents.is_floating_point():
+        return None
+    finite = torch.isfinite(latents)
+    if bool(finite.all()):
+        return None
+    bad = int(finite.numel() - finite.sum())
+    return (f"{what} contain {bad} NaN/inf value(s) of {latents.numel()}: the denoising diverged "
+            f"(common with fp16: try --dtype bf16 or fp32, or another seed); nothing was decoded")
 
 
 def save_checkpoint(path: str | Path, decode_input: DecodeInput, *, model: str | None,
                     family: str | None, fps: float, frames: int | None,
                     extra: dict[str, Any] | None = None,
-                    rng_states: dict[str, torch.Tensor] | None = None) -> Path:
+                    rng_states: dict[str, torch.Tensor] | None = None,
+                    vae_dtype: torch.dtype | None = None) -> Path:
     """Write the checkpoint atomically (temp file + rename), so a crash never leaves half a file."""
     from safetensors.torch import save_file
 
@@ -84,11 +124,39 @@ def save_checkpoint(path: str | Path, decode_input: DecodeInput, *, model: str |
         "frames": "" if frames is None else str(frames),
         "dtype": str(decode_input.latents.dtype).removeprefix("torch."),
         "decode_kwargs": json.dumps(plain_kwargs), "extra": json.dumps(extra or {}),
+        "vae_dtype": str(vae_dtype).removeprefix("torch.") if vae_dtype is not None else "",
+        "sha256": tensors_sha256(tensors),
     }
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return path
+
+
+def save_checkpoint_anywhere(path: Path, decode_input: DecodeInput,
+                             **kwargs: Any) -> tuple[Path | None, str | None]:
+    """Save the checkpoint at ``path``, else in the temp directory: the latents are the hour of
+    denoising, and a full or read-only disk must not lose them.
+
+    Returns ``(where it was saved or None, a note for the user when it is not at path)``.
+    """
+    try:
+        return save_checkpoint(path, decode_input, **kwargs), None
+    except Exception as first:  # noqa: BLE001 - OSError, or safetensors' own error type
+        fallback = Path(tempfile.gettempdir()) / (
+            f"{path.name.removesuffix('.latents.safetensors')}-{os.getpid()}-"
+            f"{time.strftime('%Y%m%d-%H%M%S')}.latents.safetensors")
+        try:
+            saved = save_checkpoint(fallback, decode_input, **kwargs)
+        except Exception as second:  # noqa: BLE001
+            return None, (f"could not save the latents at {path} ({first}) nor at {fallback} "
+                          f"({second}); decoding from memory")
+        return saved, (f"could not save the latents at {path} ({first}); saved them at {saved} "
+                       f"instead")
 
 
 def load_checkpoint(path: str | Path) -> LatentCheckpoint:
@@ -107,6 +175,13 @@ def load_checkpoint(path: str | Path) -> LatentCheckpoint:
     if meta.get("format") != "vidmem-latents" or LATENTS_KEY not in tensors:
         raise ValueError(f"{str(path)!r} is not a vidmem latent checkpoint (written by "
                          f"`vidmem render`)")
+    recorded = meta.get("sha256")
+    if recorded and tensors_sha256(tensors) != recorded:
+        raise CheckpointDamaged(f"{str(path)!r} is damaged: its tensors do not match the checksum "
+                                f"recorded when it was written; re-render, or use another copy")
+    problem = non_finite_message(tensors[LATENTS_KEY], f"the latents in {str(path)!r}")
+    if problem:
+        raise CheckpointDamaged(problem)
     kwargs: dict[str, Any] = json.loads(meta.get("decode_kwargs") or "{}")
     for key, value in tensors.items():
         if key.startswith(_KWARG_PREFIX):
@@ -116,6 +191,6 @@ def load_checkpoint(path: str | Path) -> LatentCheckpoint:
         decode_input=DecodeInput(tensors[LATENTS_KEY], kwargs),
         model=meta.get("model") or None, family=meta.get("family") or None,
         fps=float(meta.get("fps") or 16), frames=int(frames) if frames else None,
-        dtype=meta.get("dtype", "float32"), extra=json.loads(meta.get("extra") or "{}"),
+        dtype=meta.get("dtype", "float32"), vae_dtype=meta.get("vae_dtype") or None, extra=json.loads(meta.get("extra") or "{}"),
         rng_states={d: tensors[k] for d, k in RNG_KEYS.items() if k in tensors},
     )

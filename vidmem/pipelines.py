@@ -211,3 +211,58 @@ def rule_for_class(name: str) -> PipelineRule:
             return rule
     raise ValueError(f"vidmem does not support {name} yet; supported pipelines: "
                      f"{', '.join(supported_pipelines())}")
+
+
+def expected_clip_size(pipe: Any, call: dict[str, Any]) -> tuple[int, int, int] | None:
+    """``(frames, height, width)`` the call will produce, from its arguments or, where it leaves
+    them to the pipeline (``None``), the component configs the pipeline itself falls back to
+    (Mochi's ``default_height``, CogVideoX's transformer sample size, SVD's UNet frame count,
+    AnimateDiff's UNet sample size). ``None`` when some of it cannot be known before running."""
+    def config(module_name: str, key: str) -> Any:
+        module = getattr(pipe, module_name, None)
+        return getattr(getattr(module, "config", None), key, None)
+
+    frames = call.get("num_frames") or config("transformer", "sample_frames") \
+        or config("unet", "num_frames")
+    sizes = []
+    for name in ("height", "width"):
+        value = call.get(name) or getattr(pipe, f"default_{name}", None)
+        if value is None and config("transformer", f"sample_{name}") is not None:
+            factor = getattr(pipe, "vae_scale_factor_spatial", None)
+            value = config("transformer", f"sample_{name}") * factor if factor else None
+        if value is None and config("unet", "sample_size") is not None:
+            factor = getattr(pipe, "vae_scale_factor", None)
+            size = config("unet", "sample_size")
+            size = size if isinstance(size, int) else size[0 if name == "height" else 1]
+            value = size * factor if factor else None
+        sizes.append(value)
+    if not all(isinstance(v, int) and v > 0 for v in (frames, *sizes)):
+        return None
+    return int(frames), int(sizes[0]), int(sizes[1])
+
+
+def clip_latents(vae: torch.nn.Module, frames: int, height: int,
+                 width: int) -> torch.Tensor | None:
+    """Meta latents, in ``vae``'s ``decode`` layout, of a clip of ``frames`` x ``height`` x
+    ``width`` pixels (``None`` for VAEs whose factors are only known by decoding)."""
+    from .decode.families import adapter_for
+    from .decode.families.generic import GenericAdapter
+
+    adapter = adapter_for(vae)
+    if isinstance(adapter, GenericAdapter):
+        return None  # its factors are probed by decoding: nothing to know beforehand
+    tm, sf = adapter.time_map, adapter.spatial_factor
+    t_lat = (frames - 1) // tm.factor + 1 if tm.causal_first_frame else -(-frames // tm.factor)
+    param = next(vae.parameters(), None)
+    latents = adapter.example_latents(t_lat, height // sf, width // sf)
+    return latents.to(param.dtype) if param is not None else latents
+
+
+def expected_vae_latents(pipe: Any, call: dict[str, Any]) -> torch.Tensor | None:
+    """Meta latents of the shape the decode will receive (the VAE's ``decode`` layout), for
+    validating decode options and sizing the checkpoint before denoising; ``None`` if unknown."""
+    size = expected_clip_size(pipe, call)
+    vae = getattr(pipe, "vae", None)
+    if size is None or vae is None:
+        return None
+    return clip_latents(vae, *size)

@@ -8,6 +8,7 @@ latents, and each decoded chunk goes to the writer as uint8 and is dropped.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -17,18 +18,24 @@ from typing import Any, Callable
 
 import torch
 
-from .checkpoint import capture_rng, checkpoint_path_for, save_checkpoint
+from .checkpoint import capture_rng, non_finite_message, save_checkpoint_anywhere
 from .decode import decode_latents, plan_decode
 from .decode.fallback import decode_with_fallback
-from .io.writer import VideoWriter
+from .io.writer import VideoWriter, WriterError, check_writer_options
 from .memory import cuda_peak_bytes, format_bytes, peak_rss_bytes
-from .pipelines import DecodeInput, call_arguments, rule_for
+from .outputs import OutputClaim, check_video_path, resume_command
+from .pipelines import DecodeInput, call_arguments, expected_vae_latents, rule_for
 
 log = logging.getLogger("vidmem")
 
 ProgressFn = Callable[[str, int, int], None]
-"""``progress(stage, done, total)``; stages: ``"decode"`` (frames decoded), ``"write"``
-(frames written)."""
+"""``progress(stage, done, total)``; stages: ``"denoise"`` (called once with ``0, 0`` when every
+check has passed and the pipeline starts), ``"decode"`` (frames decoded), ``"write"`` (frames
+written)."""
+
+#: pipeline arguments whose defaults a report names when the caller left them to the pipeline.
+REPORTED_DEFAULTS = ("num_inference_steps", "num_frames", "height", "width", "guidance_scale",
+                     "guidance_scale_2", "fps", "decode_timestep", "max_sequence_length")
 
 
 @dataclass
@@ -46,12 +53,18 @@ class RenderReport:
     file_bytes: int = 0
     #: out-of-memory retries of the decode (what failed, what plan was tried next).
     retries: list[str] = field(default_factory=list)
+    #: pipeline arguments the caller left to the pipeline, with the values it used.
+    defaults: dict[str, Any] = field(default_factory=dict)
+    #: the decode-ready latents, when kept (``keep_latents``), else ``None``.
+    latents_path: str | None = None
+    #: things the user should know (a checkpoint saved elsewhere, a stale partial replaced).
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+        return json.dumps(self.to_dict(), indent=2, default=str)
 
     def __str__(self) -> str:
         stages = ", ".join(f"{k} {v:.2f}s" for k, v in self.seconds.items())
@@ -63,82 +76,189 @@ class RenderReport:
             + (f"; peak CUDA allocated: {format_bytes(self.peak_cuda_bytes)}"
                if self.peak_cuda_bytes is not None else ""),
         ]
+        if self.defaults:
+            lines.append("defaults used: " + ", ".join(f"{k}={v!r}" for k, v in
+                                                       self.defaults.items()))
+        if self.latents_path:
+            lines.append(f"latents kept at {self.latents_path}")
         lines += [f"retried: {r}" for r in self.retries]
+        lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
+class _IncompleteVideo:
+    """What a failed or interrupted decode leaves behind, and how to finish it."""
+
+    def _set_incomplete(self, *, stage: str, partial: Path | None, frames_played: int,
+                        checkpoint: Path | None = None, resume: str | None = None,
+                        reason: str | None = None) -> None:
+        #: what went wrong, in one clause (the message adds what was kept).
+        self.reason = reason or str(self).split("; ")[0]
+        #: ``"decode"`` or ``"write"``: which side failed.
+        self.stage = stage
+        #: the partial stream of the completed chunks (plays ``frames_played`` frames).
+        self.partial = partial
+        self.frames_played = frames_played
+        #: the kept latent checkpoint, and the command that resumes from it.
+        self.checkpoint = checkpoint
+        self.resume = resume
+
+
+class DecodeFailed(_IncompleteVideo, RuntimeError):
+    """The decode or the write failed; what was kept is in the attributes (and the message):
+    ``checkpoint`` (the latents, after a render), ``partial`` / ``frames_played``, ``resume``."""
+
+    def __init__(self, message: str, checkpoint: Path | None = None, *, stage: str = "decode",
+                 partial: Path | None = None, frames_played: int = 0,
+                 resume: str | None = None, reason: str | None = None):
+        super().__init__(message)
+        self._set_incomplete(stage=stage, partial=partial, frames_played=frames_played,
+                             checkpoint=checkpoint, resume=resume, reason=reason)
+
+
+class DecodeInterrupted(_IncompleteVideo, KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during the decode: still a ``KeyboardInterrupt``, carrying what was kept
+    (see :class:`DecodeFailed`) so the command line can say how to resume."""
+
+    def __init__(self, message: str, checkpoint: Path | None = None, *,
+                 partial: Path | None = None, frames_played: int = 0, resume: str | None = None,
+                 reason: str | None = None, stage: str = "decode"):
+        super().__init__(message)
+        self._set_incomplete(stage=stage, partial=partial, frames_played=frames_played,
+                             checkpoint=checkpoint, resume=resume, reason=reason)
+
+
+def _kept_message(partial: Path | None, frames: int, checkpoint: Path | None,
+                  resume: str | None) -> str:
+    parts = []
+    if checkpoint is not None:
+        parts.append(f"the latents are kept at {checkpoint}")
+    if partial is not None:
+        parts.append(f"the partial stream {partial} plays {frames} frame(s)")
+    if resume:
+        parts.append(f"resume with `{resume}`")
+    return "; ".join(parts)
+
+
+def decode_flags(*, fps: float | None = None, chunk_frames: int | None = None,
+                 overlap_frames: int | None = None, tile_size: int | None = None,
+                 tile_overlap: int | None = None, lossless: bool = False,
+                 whole_clip_norm: bool | str | None = None) -> list[str]:
+    """The ``vidmem decode`` flags that repeat these decode and writer settings."""
+    flags: list[str] = []
+    if whole_clip_norm is not None:
+        flags += ["--whole-clip-norm", {True: "on", False: "off", "estimate": "on"}.get(
+            whole_clip_norm, str(whole_clip_norm))]
+    for name, value in (("chunk-frames", chunk_frames), ("overlap-frames", overlap_frames),
+                        ("tile-size", tile_size), ("tile-overlap", tile_overlap), ("fps", fps)):
+        if value is not None:
+            flags += [f"--{name}", f"{value:g}" if isinstance(value, float) else str(value)]
+    if lossless:
+        flags.append("--lossless")
+    return flags
+
+
 def check_output_path(out_path: str | Path) -> Path:
-    """Fail before any work if the MP4 could not be written there."""
-    out = Path(out_path)
-    if out.suffix.lower() != ".mp4":
-        raise ValueError(f"output path {str(out)!r} must end in .mp4")
-    if not out.parent.exists():
-        raise FileNotFoundError(f"output directory {str(out.parent)!r} does not exist; create it "
-                                f"first")
-    if out.is_dir():
-        raise IsADirectoryError(f"output path {str(out)!r} is a directory; name an .mp4 file")
-    return out
+    """Fail before any work if the MP4 could not be written there (see :mod:`vidmem.outputs`)."""
+    return check_video_path(out_path)
 
 
 def decode_to_video(vae: torch.nn.Module, latents: torch.Tensor, path: str | Path, fps: float = 16,
                     *, chunk_frames: int | None = None, overlap_frames: int | None = None,
                     tile_size: int | None = None, tile_overlap: int | None = None,
+                    whole_clip_norm: bool | str | None = None,
                     lossless: bool = False, decode_kwargs: dict | None = None,
                     progress: ProgressFn | None = None,
                     writer_options: dict[str, Any] | None = None,
-                    oom_fallback: bool = True) -> RenderReport:
+                    oom_fallback: bool = True, overwrite: bool = False,
+                    resume: bool = False) -> RenderReport:
     """Decode ``latents`` (what ``vae.decode`` takes) straight into an MP4 at ``path``.
 
     Only one chunk of frames is alive at a time; the writer encodes chunk ``k`` on its thread
     while chunk ``k + 1`` decodes. Tiling options are those of :func:`vidmem.decode_latents`.
     ``oom_fallback``: on an out-of-memory error, retry with smaller chunks, then smaller tiles
     (:mod:`vidmem.decode.fallback`), each retry logged and listed in the report's ``retries``.
+
+    The video is claimed for this run first (:class:`vidmem.outputs.OutputClaim`): another run
+    writing it, an existing file (unless ``overwrite``) or a partial stream of an earlier run
+    (unless ``overwrite`` or ``resume``) fail before any decoding. A failure after the decode
+    started raises :class:`DecodeFailed` (:class:`DecodeInterrupted` for Ctrl-C) saying whether
+    the decode or the write failed and how many frames the partial stream plays.
     """
-    path = check_output_path(path)
-    seconds: dict[str, float] = {}
-    retries: list[str] = []
+    check_writer_options(fps, lossless=lossless, **(writer_options or {}))
+    problem = non_finite_message(latents, "the latents")
+    if problem:
+        raise ValueError(problem)
     options = dict(chunk_frames=chunk_frames, overlap_frames=overlap_frames, tile_size=tile_size,
-                   tile_overlap=tile_overlap, decode_kwargs=decode_kwargs,
-                   progress=(lambda d, t: progress("decode", d, t)) if progress else None)
+                   tile_overlap=tile_overlap, whole_clip_norm=whole_clip_norm,
+                   decode_kwargs=decode_kwargs)
+    plan_decode(vae, latents, **options)  # bad options fail here, before the output is touched
+    with OutputClaim(path, overwrite=overwrite, resume=resume) as claim:
+        notes = [f"replaced the partial stream {p} ({n} frames) left by an earlier run"
+                 for p, n in claim.replaced_partials]
+        for note in notes:
+            log.warning("%s", note)
+        report = _decode_and_write(vae, latents, claim.video, fps, options, lossless, progress,
+                                   writer_options, oom_fallback)
+    report.notes = notes + report.notes
+    return report
+
+
+def _decode_and_write(vae: torch.nn.Module, latents: torch.Tensor, path: Path, fps: float,
+                      options: dict[str, Any], lossless: bool, progress: ProgressFn | None,
+                      writer_options: dict[str, Any] | None, oom_fallback: bool) -> RenderReport:
+    retries: list[str] = []
+    decode_progress = (lambda d, t: progress("decode", d, t)) if progress else None
     if oom_fallback:
         def on_retry(message: str) -> None:
             retries.append(message)
             log.warning("%s", message)
 
-        plan_decode(vae, latents, **{k: v for k, v in options.items() if k != "progress"})
-        chunks = decode_with_fallback(vae, latents, on_retry=on_retry, **options)
+        chunks = decode_with_fallback(vae, latents, on_retry=on_retry, progress=decode_progress,
+                                      **options)
     else:
-        chunks = decode_latents(vae, latents, output_type="uint8", **options)
+        chunks = decode_latents(vae, latents, output_type="uint8", progress=decode_progress,
+                                **options)
     decode_s = write_s = 0.0
     height = width = 0
     writer_progress = (lambda n, _b: progress("write", n, 0)) if progress else None
-    with VideoWriter(path, fps, lossless=lossless, progress=writer_progress,
-                     **(writer_options or {})) as writer:
-        t = time.perf_counter()
-        for chunk in chunks:
-            t1 = time.perf_counter()
-            decode_s += t1 - t
-            height, width = int(chunk.shape[1]), int(chunk.shape[2])
-            writer.write(chunk)
-            del chunk
+    writer = VideoWriter(path, fps, lossless=lossless, progress=writer_progress,
+                         **(writer_options or {}))
+    stage = "decode"
+    try:
+        with writer:
             t = time.perf_counter()
-            write_s += t - t1
-        t1 = time.perf_counter()
-    write_s += time.perf_counter() - t1  # the close: draining the queue, finalizing the file
-    seconds["decode"] = decode_s
-    seconds["write"] = write_s
+            for chunk in chunks:
+                t1 = time.perf_counter()
+                decode_s += t1 - t
+                height, width = int(chunk.shape[1]), int(chunk.shape[2])
+                stage = "write"
+                writer.write(chunk)
+                stage = "decode"
+                del chunk
+                t = time.perf_counter()
+                write_s += t - t1
+            t1 = time.perf_counter()
+            stage = "write"  # the close: draining the queue, finalizing the file
+    except BaseException as e:
+        if isinstance(e, WriterError):
+            stage = "write"
+        partial = writer.partial_path if writer.partial_path.exists() else None
+        frames = writer.frames_written
+        kept = _kept_message(partial, frames, None, None)
+        if isinstance(e, KeyboardInterrupt):
+            reason = f"interrupted during the decode of {path}"
+            raise DecodeInterrupted(reason + (f"; {kept}" if kept else ""), partial=partial,
+                                    frames_played=frames, reason=reason) from e
+        what = "writing the video" if stage == "write" else "decoding"
+        reason = f"{what} failed ({type(e).__name__}: {e})"
+        raise DecodeFailed(reason + (f"; {kept}" if kept else ""), stage=stage, partial=partial,
+                           frames_played=frames, reason=reason) from e
+    write_s += time.perf_counter() - t1
     return RenderReport(path=str(path), frames=writer.frames_written, height=height, width=width,
-                        fps=float(fps), seconds=seconds, peak_rss_bytes=peak_rss_bytes(),
-                        peak_cuda_bytes=cuda_peak_bytes(), retries=retries,
-                        file_bytes=path.stat().st_size if path.exists() else 0)
-
-
-class DecodeFailed(RuntimeError):
-    """The decode or write failed after denoising; the latents were kept at ``checkpoint``."""
-
-    def __init__(self, message: str, checkpoint: Path | None):
-        super().__init__(message)
-        self.checkpoint = checkpoint
+                        fps=float(fps), seconds={"decode": decode_s, "write": write_s},
+                        peak_rss_bytes=peak_rss_bytes(), peak_cuda_bytes=cuda_peak_bytes(),
+                        retries=retries, file_bytes=path.stat().st_size if path.exists() else 0)
 
 
 def model_id_of(pipe: Any) -> str | None:
@@ -155,11 +275,20 @@ def latents_for_decode(pipe: Any, latents: torch.Tensor, **call_kwargs: Any) -> 
     return rule_for(pipe).to_vae_input(pipe, latents, call_arguments(pipe, call_kwargs))
 
 
+def pipeline_defaults(pipe: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """The notable arguments (:data:`REPORTED_DEFAULTS`) left to ``pipe``'s own defaults."""
+    params = inspect.signature(pipe.__call__).parameters
+    return {name: params[name].default for name in REPORTED_DEFAULTS
+            if name in params and name not in given
+            and params[name].default not in (inspect.Parameter.empty, None)}
+
+
 def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_frames: int | None = None,
            overlap_frames: int | None = None, tile_size: int | None = None,
-           tile_overlap: int | None = None, lossless: bool = False,
-           progress: ProgressFn | None = None, checkpoint: bool = True,
-           keep_latents: bool = False, offload: Any = None,
+           tile_overlap: int | None = None, whole_clip_norm: bool | str | None = None,
+           lossless: bool = False, progress: ProgressFn | None = None, checkpoint: bool = True,
+           keep_latents: bool = False, offload: Any = None, overwrite: bool = False,
+           writer_options: dict[str, Any] | None = None,
            **pipeline_kwargs: Any) -> RenderReport:
     """Run ``pipe(**pipeline_kwargs)`` and stream its video into the MP4 ``out_path``.
 
@@ -168,11 +297,19 @@ def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_f
     frames (see :func:`vidmem.decode_latents` for the tiling options), each chunk written as soon
     as it is decoded. ``lossless=True`` writes frames that decode to exactly the uint8 values
     decoded (for checking); the default is H.264 yuv420p that any player opens.
+    ``writer_options``: more :class:`VideoWriter` settings (``codec``, ``crf``, ``preset``, ...).
+
+    Before the pipeline runs, everything that can be checked is: the pipeline class, frame count,
+    the decode options against the latent shape the pipeline will produce, the writer settings,
+    and the output (:class:`vidmem.outputs.OutputClaim`: no other run writing it, no existing
+    video, kept latents or partial stream of an earlier run unless ``overwrite``, a writable
+    directory with room for the checkpoint).
 
     ``checkpoint``: after denoising, save the decode-ready latents next to the video
-    (``clip.latents.safetensors``); it is removed after a successful write unless
-    ``keep_latents``, and kept if the decode or write fails, in which case :class:`DecodeFailed`
-    says the ``vidmem decode`` command that resumes.
+    (``clip.latents.safetensors``; in the temp directory if that fails, with a note); they are
+    removed after a successful write unless ``keep_latents``, and kept if the decode or write
+    fails: :class:`DecodeFailed` (or :class:`DecodeInterrupted` for Ctrl-C) then names them,
+    the partial stream, and the ``vidmem decode`` command that resumes with the same settings.
 
     ``offload``: an :class:`~vidmem.offload.OffloadPlan` (from :func:`vidmem.plan_offload`) to
     install for this render, or an already applied one; before the decode everything but the VAE
@@ -180,13 +317,13 @@ def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_f
 
     ``fps``: the MP4's frame rate (default: the family's, e.g. Wan 16, LTX 24, SVD 7).
 
-    Returns a :class:`RenderReport` (frames, seconds per stage, peak memory).
+    Returns a :class:`RenderReport` (frames, seconds per stage, peak memory, the pipeline
+    defaults that were used).
     """
     rule = rule_for(pipe)  # unsupported pipeline: fail before denoising
-    out = check_output_path(out_path)
+    out = check_video_path(out_path)
     fps = rule.default_fps if fps is None else fps
-    if not fps or fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps!r}")
+    check_writer_options(fps, lossless=lossless, **(writer_options or {}))
     if "output_type" in pipeline_kwargs:
         raise ValueError("render() sets output_type itself; do not pass it")
     frames = pipeline_kwargs.get("num_frames")
@@ -196,47 +333,74 @@ def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_f
         raise ValueError(f"{type(pipe).__name__} is image-to-video: pass image=... (CLI: --image "
                          f"PATH)")
     call = call_arguments(pipe, dict(pipeline_kwargs, output_type="latent"))  # bad names fail here
-    applied = None
-    if offload is not None:
-        from .offload import AppliedPlan, OffloadPlan
+    defaults = pipeline_defaults(pipe, pipeline_kwargs)
+    tiling = dict(chunk_frames=chunk_frames, overlap_frames=overlap_frames, tile_size=tile_size,
+                  tile_overlap=tile_overlap, whole_clip_norm=whole_clip_norm)
+    expected = expected_vae_latents(pipe, call)
+    checkpoint_bytes = None
+    if expected is not None:
+        plan_decode(pipe.vae, expected, **tiling)  # bad tiling fails now, not after denoising
+        checkpoint_bytes = expected.numel() * expected.element_size() if checkpoint else None
+    resume_flags = decode_flags(fps=fps, lossless=lossless, **tiling)
+    with OutputClaim(out, overwrite=overwrite, checkpoint_bytes=checkpoint_bytes) as claim:
+        notes = [f"replaced the partial stream {p} ({n} frames) left by an earlier run"
+                 for p, n in claim.replaced_partials]
+        applied = None
+        if offload is not None:
+            from .offload import AppliedPlan, OffloadPlan
 
-        applied = offload.apply(pipe) if isinstance(offload, OffloadPlan) else offload
-        if not isinstance(applied, AppliedPlan):
-            raise TypeError(f"offload must be an OffloadPlan or AppliedPlan, got "
-                            f"{type(offload).__name__}")
-    t0 = time.perf_counter()
-    result = pipe(output_type="latent", **pipeline_kwargs)
-    latents = result.frames if hasattr(result, "frames") else result[0]
-    t1 = time.perf_counter()
-    if latents.shape[0] != 1:
-        raise ValueError(f"render writes one video; the pipeline returned {latents.shape[0]} "
-                         f"(use num_videos_per_prompt=1 and a single prompt)")
-    vae_input = rule.to_vae_input(pipe, latents, call)
-    del latents, result
-    ckpt = None
-    rng = capture_rng()  # where a noise-injecting decoder starts drawing (see checkpoint)
-    if checkpoint:
-        ckpt = save_checkpoint(checkpoint_path_for(out), vae_input, model=model_id_of(pipe),
-                               family=rule.family, fps=fps,
-                               frames=call.get("num_frames"), rng_states=rng)
-    if applied is not None:
-        applied.prepare_for_decode()
-    torch.set_rng_state(rng["cpu"])
-    t2 = time.perf_counter()
-    try:
-        report = decode_to_video(pipe.vae, vae_input.latents, out, fps, chunk_frames=chunk_frames,
-                                 overlap_frames=overlap_frames, tile_size=tile_size,
-                                 tile_overlap=tile_overlap, lossless=lossless,
-                                 decode_kwargs=vae_input.decode_kwargs, progress=progress)
-    except Exception as e:
-        if ckpt is None:
-            raise
-        raise DecodeFailed(f"decoding failed after denoising ({type(e).__name__}: {e}); the "
-                           f"latents are kept: resume with `vidmem decode {ckpt} --out {out}`",
-                           ckpt) from e
-    if hasattr(pipe, "maybe_free_model_hooks"):
-        pipe.maybe_free_model_hooks()
-    if ckpt is not None and not keep_latents:
-        ckpt.unlink(missing_ok=True)
+            applied = offload.apply(pipe) if isinstance(offload, OffloadPlan) else offload
+            if not isinstance(applied, AppliedPlan):
+                raise TypeError(f"offload must be an OffloadPlan or AppliedPlan, got "
+                                f"{type(offload).__name__}")
+        if progress is not None:
+            progress("denoise", 0, 0)
+        t0 = time.perf_counter()
+        result = pipe(output_type="latent", **pipeline_kwargs)
+        latents = result.frames if hasattr(result, "frames") else result[0]
+        t1 = time.perf_counter()
+        if latents.shape[0] != 1:
+            raise ValueError(f"render writes one video; the pipeline returned {latents.shape[0]} "
+                             f"(use num_videos_per_prompt=1 and a single prompt)")
+        vae_input = rule.to_vae_input(pipe, latents, call)
+        del latents, result
+        problem = non_finite_message(vae_input.latents, "the denoised latents")
+        if problem:
+            raise ValueError(problem)
+        ckpt = None
+        rng = capture_rng()  # where a noise-injecting decoder starts drawing (see checkpoint)
+        if checkpoint:
+            claim.release_reservation()  # the space held for the checkpoint is its now
+            ckpt, note = save_checkpoint_anywhere(
+                claim.files.latents, vae_input, model=model_id_of(pipe), family=rule.family,
+                fps=fps, frames=call.get("num_frames"), rng_states=rng,
+                vae_dtype=next(pipe.vae.parameters()).dtype)
+            if note:
+                log.warning("%s", note)
+                notes.append(note)
+        if applied is not None:
+            applied.prepare_for_decode()
+        torch.set_rng_state(rng["cpu"])
+        t2 = time.perf_counter()
+        resume = resume_command(ckpt, out, resume_flags) if ckpt is not None else None
+        try:
+            report = decode_to_video(pipe.vae, vae_input.latents, out, fps, lossless=lossless,
+                                     decode_kwargs=vae_input.decode_kwargs, progress=progress,
+                                     writer_options=writer_options, overwrite=overwrite,
+                                     **tiling)
+        except (DecodeFailed, DecodeInterrupted) as e:
+            kept = _kept_message(e.partial, e.frames_played, ckpt, resume)
+            reason = f"{e.reason} after denoising"
+            message = f"{reason}; " + (kept if ckpt is not None else
+                                       "the latents could not be saved anywhere")
+            raise type(e)(message, ckpt, partial=e.partial, frames_played=e.frames_played,
+                          resume=resume, reason=reason, stage=e.stage) from e.__cause__
+        if hasattr(pipe, "maybe_free_model_hooks"):
+            pipe.maybe_free_model_hooks()
+        if ckpt is not None and not keep_latents:
+            ckpt.unlink(missing_ok=True)
     report.seconds = {"denoise": t1 - t0, "checkpoint": t2 - t1, **report.seconds}
+    report.defaults = defaults
+    report.latents_path = str(ckpt) if ckpt is not None and keep_latents else None
+    report.notes = notes + report.notes
     return report

@@ -13,6 +13,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+#: Hub ids whose configs are reproduced here: ``vidmem plan --model ID`` plans them offline
+#: (``HF_HUB_OFFLINE=1`` or no network) from :func:`write_config_only_pipeline`.
+KNOWN_HUB_PIPELINES = {
+    "Wan-AI/Wan2.1-T2V-1.3B-Diffusers": ("WanPipeline", "1.3B"),
+    "Wan-AI/Wan2.1-T2V-14B-Diffusers": ("WanPipeline", "14B"),
+}
+
 #: WanTransformer3DModel configs of the released Wan 2.1 T2V checkpoints.
 WAN21_TRANSFORMER = {
     "1.3B": dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128,
@@ -51,4 +58,19 @@ def write_config_only_pipeline(directory: str | Path, size: str = "1.3B") -> Pat
              "transformer": ["diffusers", "WanTransformer3DModel"],
              "vae": ["diffusers", "AutoencoderKLWan"]}
     (directory / "model_index.json").write_text(json.dumps(index, indent=2))
+    return directory
+
+
+def known_pipeline_configs(model_id: str) -> Path | None:
+    """A config-only directory for a well-known hub id (:data:`KNOWN_HUB_PIPELINES`), written
+    once under ``$VIDMEM_CACHE`` (default ``~/.cache/vidmem``); ``None`` for other ids."""
+    import os
+
+    known = KNOWN_HUB_PIPELINES.get(model_id)
+    if known is None:
+        return None
+    cache = Path(os.environ.get("VIDMEM_CACHE", Path.home() / ".cache" / "vidmem"))
+    directory = cache / "configs" / model_id.replace("/", "--")
+    if not (directory / "model_index.json").exists():
+        write_config_only_pipeline(directory, known[1])
     return directory

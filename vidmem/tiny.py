@@ -370,6 +370,12 @@ def parse_tiny_model_id(model_id: str) -> tuple[str, int] | None:
     if not model_id.startswith(TINY_PREFIX):
         return None
     family, _, seed = model_id[len(TINY_PREFIX):].partition(":")
+    example = f"{TINY_PREFIX}{family or 'wan'}:0"
+    if family not in _BUILDERS:
+        raise ValueError(f"{model_id!r}: unknown tiny pipeline family {family!r}; available: "
+                         f"{', '.join(SUPPORTED_TINY_FAMILIES)} (e.g. {example})")
+    if seed and not seed.isdigit():
+        raise ValueError(f"{model_id!r}: the seed must be a whole number, e.g. {example}")
     return family, int(seed or 0)
 
 

@@ -64,6 +64,9 @@ class DecodePlan:
         return [w.stop - w.keep_from for w in self.windows]
 
     def summary(self) -> str:
+        def n(count: int, noun: str) -> str:
+            return f"{count} {noun}{'' if count == 1 else 's'}"
+
         if len(self.tiles) > 1:
             sf = self.tiles[0].py.size // self.tiles[0].rows.size
             rows = len({t.rows for t in self.tiles})
@@ -72,11 +75,13 @@ class DecodePlan:
             overlaps = sorted({o for t in self.tiles for o in t.overlaps if o})
             span = (f"{overlaps[0]}" if len(overlaps) == 1
                     else f"{overlaps[0]}-{overlaps[-1]}")
-            tiling = (f"{len(self.tiles)} tiles ({rows}x{cols}) of {th}x{tw} latent px "
-                      f"({th * sf}x{tw * sf} px), overlap {span} latent px")
+            size = f"{th}" if th == tw else f"{th}x{tw}"
+            tiling = (f"{n(len(self.tiles), 'tile')} of {size} latent px ({th * sf}x{tw * sf} "
+                      f"px, {rows}x{cols}), overlap {span} latent px")
         else:
             tiling = "untiled"
-        temporal = f"{len(self.windows)} chunks of {_runs(self.chunk_frames)} frames"
+        temporal = (f"{n(len(self.windows), 'chunk')} of "
+                    f"{n(self.chunk_latents, 'latent frame')}")
         if self.context_latents:
             temporal += f" (+{self.context_latents} latents of context, " \
                         f"{self.blend_frames}-frame cross-fade)"
@@ -85,7 +90,8 @@ class DecodePlan:
         elif self.clip_norm == "exact":
             temporal += ", exact whole-clip GroupNorm statistics (1 statistics pass per norm)"
         return (f"{self.family} VAE, {self.streaming} streaming: {self.frames} frames "
-                f"{self.width}x{self.height}; {temporal}; {tiling}")
+                f"{self.width}x{self.height}; {temporal}; {tiling}; frames per chunk "
+                f"{_runs(self.chunk_frames)}")
 
 
 def _runs(values: list[int]) -> str:
@@ -145,8 +151,9 @@ def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: in
     window of a non-causal family (ignored by cache-carrying families, which need none; at most
     the larger of ``chunk_frames - 1`` and the family's default context),
     ``tile_size``/``tile_overlap`` the spatial tile edge and the least overlap (``tile_size=0``
-    disables spatial tiling; ``None`` chooses from the frame size and free device memory). Tiles
-    are decoded at the requested size; the frame's remainder goes into the overlaps.
+    disables spatial tiling; ``None`` chooses from the frame size and free device memory; the
+    overlap defaults to 64 px, or a quarter of a smaller tile). Tiles are decoded at the
+    requested size; the frame's remainder goes into the overlaps.
     ``decode_kwargs`` are the extra arguments of the VAE's ``decode`` (they can change the plan:
     LTX-2's ``causal=True`` makes its decode exactly streamable).
     ``whole_clip_norm``: for decoders whose GroupNorms normalize over the whole clip
@@ -236,7 +243,8 @@ def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: in
                 f"tile_size {tile_px}px is below the {adapter.name} VAE's minimum of "
                 f"{adapter.min_tile_latent * sf}px ({adapter.min_tile_latent} latent px x{sf}); "
                 f"use a larger tile_size or 0 to disable tiling")
-        overlap_px = DEFAULT_TILE_OVERLAP if tile_overlap is None else tile_overlap
+        # The default overlap shrinks with small tiles, so any tile size works without it.
+        overlap_px = min(DEFAULT_TILE_OVERLAP, tile_px // 4) if tile_overlap is None else tile_overlap
         overlap_latent = overlap_px // sf
         if overlap_latent >= tile_latent:
             raise ValueError(f"tile_overlap ({overlap_px}px) must be smaller than tile_size "
@@ -359,58 +367,79 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames:
                        tile_size=tile_size, tile_overlap=tile_overlap,
                        whole_clip_norm=whole_clip_norm, adapter=adapter)
     z = adapter.to_canonical(latents)
+    if z.device.type != "meta" and not bool(torch.isfinite(z).all()):
+        bad = int(z.numel() - torch.isfinite(z).sum())
+        raise ValueError(f"the latents contain {bad} NaN/inf value(s) of {z.numel()}: the "
+                         f"denoising diverged (common with fp16: try bf16 or fp32, or another "
+                         f"seed); nothing was decoded")
     if output_type == "uint8" and z.shape[0] != 1:
         raise ValueError(f"uint8 output decodes one video at a time; got a batch of "
                          f"{z.shape[0]} (pass one video's latents or output_type='pt')")
     return _stream(adapter, z, plan, output_type, progress)
 
 
-def _stream(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan, output_type: OutputType,
-            progress: Callable[[int, int], None] | None) -> Iterator:
+def device_chunks(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan,
+                  output_type: OutputType, windows: list[Window] | None = None,
+                  stats: list[ClipNormStats] | None = None) -> Iterator:
+    """The device side of the stream: for each window (default: all of ``plan.windows``) decode
+    its tiles, blend, cross-fade and convert, and yield ``(frames, chunk)``: the chunk *on the
+    VAE's device* (uint8 ``(T, H, W, 3)``, or the native float32 layout for ``"pt"``) and its
+    number of frames; empty chunks are skipped. With ``plan.clip_norm``, the statistics passes
+    run first (unless ``stats`` gives them).
+
+    Separate from the host transfer so the memory simulator (``vidmem.offload.stages``) runs
+    exactly this code on fake tensors."""
     device, dtype = _vae_device_dtype(adapter.vae)
     masks = [tile_mask(t).to(device) for t in plan.tiles] if len(plan.tiles) > 1 else []
-    pinned = device.type == "cuda" and output_type == "uint8"
+    if stats is None and plan.clip_norm:
+        stats = _gather_clip_statistics(adapter, z, plan, device, dtype)
+    states = [adapter.new_state() for _ in plan.tiles]
+    windows = plan.windows if windows is None else windows
     tail: torch.Tensor | None = None
+    for window in windows:
+        if adapter.streaming == "window":
+            states = [adapter.new_state() for _ in plan.tiles]
+        out = _decode_window(adapter, z, window, plan.tiles, states, masks, device, dtype, stats)
+        if adapter.clamps_output:
+            out = out.clamp_(-1.0, 1.0)
+        if tail is not None:
+            n = tail.shape[2]
+            i0 = window.keep_from - n - window.offset
+            w = crossfade(n).to(out.device).view(1, 1, n, 1, 1)
+            blended = tail * (1 - w) + out[:, :, i0:i0 + n] * w
+            out = torch.cat([blended, out[:, :, i0 + n:]], dim=2)
+        else:
+            out = out[:, :, window.keep_from - window.offset:]
+        last = window is plan.windows[-1]
+        if plan.blend_frames and not last:
+            tail = out[:, :, -plan.blend_frames:]
+            out = out[:, :, :-plan.blend_frames]
+        else:
+            tail = None
+        if out.shape[2] == 0:
+            continue
+        frames = out.shape[2]
+        chunk = vae_pixels_to_uint8(out) if output_type == "uint8" else adapter.from_canonical(out)
+        del out
+        yield frames, chunk
+        del chunk  # the consumer has it; do not keep it alive while decoding the next
+
+
+def _stream(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan, output_type: OutputType,
+            progress: Callable[[int, int], None] | None) -> Iterator:
+    device, _ = _vae_device_dtype(adapter.vae)
+    pinned = device.type == "cuda" and output_type == "uint8"
     done = 0
     with torch.no_grad():
-        stats = _gather_clip_statistics(adapter, z, plan, device, dtype) if plan.clip_norm else None
-        states = [adapter.new_state() for _ in plan.tiles]
-        for k, window in enumerate(plan.windows):
-            if adapter.streaming == "window":
-                states = [adapter.new_state() for _ in plan.tiles]
-            out = _decode_window(adapter, z, window, plan.tiles, states, masks, device, dtype,
-                                 stats)
-            if adapter.clamps_output:
-                out = out.clamp_(-1.0, 1.0)
-            if tail is not None:
-                n = tail.shape[2]
-                i0 = window.keep_from - n - window.offset
-                w = crossfade(n).to(out.device).view(1, 1, n, 1, 1)
-                blended = tail * (1 - w) + out[:, :, i0:i0 + n] * w
-                out = torch.cat([blended, out[:, :, i0 + n:]], dim=2)
+        for frames, chunk in device_chunks(adapter, z, plan, output_type):
+            done += frames
+            if pinned:  # one uint8 copy through pinned memory, not a float32 pageable one
+                host = torch.empty(chunk.shape, dtype=torch.uint8, pin_memory=True)
+                host.copy_(chunk, non_blocking=True)
+                torch.cuda.current_stream(device).synchronize()
+                chunk = host
             else:
-                out = out[:, :, window.keep_from - window.offset:]
-            last = k == len(plan.windows) - 1
-            if plan.blend_frames and not last:
-                tail = out[:, :, -plan.blend_frames:]
-                out = out[:, :, :-plan.blend_frames]
-            else:
-                tail = None
-            if out.shape[2] == 0:
-                continue
-            done += out.shape[2]
-            if output_type == "uint8":
-                chunk = vae_pixels_to_uint8(out)
-                if pinned:  # one uint8 copy through pinned memory, not a float32 pageable one
-                    host = torch.empty(chunk.shape, dtype=torch.uint8, pin_memory=True)
-                    host.copy_(chunk, non_blocking=True)
-                    torch.cuda.current_stream(device).synchronize()
-                    chunk = host
-                else:
-                    chunk = chunk.cpu()
-            else:
-                chunk = adapter.from_canonical(out).cpu()
-            del out
+                chunk = chunk.cpu()
             release_host_memory()
             if progress is not None:
                 progress(done, plan.frames)

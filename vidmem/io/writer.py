@@ -398,3 +398,28 @@ def _remux_to_mp4(source: Path, target: Path, rate: Fraction, encoder_name: str)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def check_writer_options(fps: float | Fraction | str, *, codec: str = "h264",
+                         crf: int | None = None, preset: str | None = None,
+                         lossless: bool = False, queue_size: int = 2,
+                         options: dict[str, Any] | None = None) -> None:
+    """Refuse writer options that :class:`VideoWriter` would refuse, without opening anything.
+
+    Why: a render validates its writer settings before the denoising, not after it."""
+    exact_fps(fps)
+    if not isinstance(queue_size, int) or queue_size < 1:
+        raise ValueError(f"queue_size must be at least 1, got {queue_size!r}")
+    if crf is not None and (not isinstance(crf, int) or not 0 <= crf <= 63):
+        raise ValueError(f"crf must be a whole number from 0 to 63, got {crf!r}")
+    if preset is not None and not isinstance(preset, str):
+        raise ValueError(f"preset must be a string such as 'fast', got {preset!r}")
+    if options is not None and not isinstance(options, dict):
+        raise ValueError(f"options must be a dict of encoder options, got {options!r}")
+    if lossless:
+        return
+    encoders = available_encoders()
+    key = str(codec).lower()
+    if key not in CODECS or key not in encoders:
+        raise ValueError(f"codec {codec!r} is not available; available: "
+                         f"{', '.join(sorted(encoders))}")

@@ -1,7 +1,12 @@
-"""Component offload sequencing within a memory budget: plan (pure arithmetic) and apply (hooks)."""
+"""Component offload within a memory budget: each stage simulated at the render's shape
+(``simulate``, ``kernel_rules``, ``stages``; checked against real runs by ``measure``), the plan
+(pure data and arithmetic), float8 storage (``fp8``), and installing a plan (``apply``: hooks)."""
 
 from .apply import AppliedPlan, apply_plan
 from .plan import ComponentPlan, OffloadPlan, module_bytes, plan_offload
+from .simulate import SimResult, simulate_call
+from .stages import StageSimulation, Workload, simulate_stages
 
-__all__ = ["AppliedPlan", "ComponentPlan", "OffloadPlan", "apply_plan", "module_bytes",
-           "plan_offload"]
+__all__ = ["AppliedPlan", "ComponentPlan", "OffloadPlan", "SimResult", "StageSimulation",
+           "Workload", "apply_plan", "module_bytes", "plan_offload", "simulate_call",
+           "simulate_stages"]

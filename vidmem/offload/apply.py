@@ -12,11 +12,16 @@
   ``apply_forward_hook`` working unchanged.
 * ``blocks`` components use diffusers' group offloading (block level, CUDA-stream prefetch of the
   next group) rather than a rewrite of it.
+* components the plan stores in float8 (``ComponentPlan.fp8``, only with ``allow_fp8``) get
+  diffusers' layerwise casting first (:func:`vidmem.offload.fp8.apply_fp8_storage`), so their host
+  copies, transfers and device copies are float8; this stays after :meth:`AppliedPlan.remove`
+  (the precision is gone; reload the component to undo it).
 * :meth:`AppliedPlan.prepare_for_decode` moves everything but the VAE out before the decode
   (diffusers leaves the last model of its chain resident, diffusers #11376).
 
 Every move is recorded in ``AppliedPlan.events`` as ``("onload" | "offload" | "prefetch", name)``
-(a prefetched component's stage start records ``("onload", name)`` too), so the
+(a prefetched component's stage start records ``("onload", name)`` too; installing group
+offloading records ``"stream-blocks"``, float8 storage ``"fp8"``), so the
 sequencing can be tested on a machine without CUDA (``simulate=True`` runs the same logic with
 the host as both devices).
 """
@@ -254,12 +259,18 @@ def apply_plan(pipe: Any, plan: OffloadPlan, *, simulate: bool = False,
     pin_cap = int(MAX_PINNED_FRACTION * _host_ram_bytes())
     for c in plan.components:
         module = modules[c.name]
+        if c.fp8:
+            from .fp8 import apply_fp8_storage
+
+            apply_fp8_storage(module)
+            applied._record("fp8", c.name)
         if c.strategy == "resident":
             applied._move(c.name, "onload")
         elif c.strategy == "model":
-            pin = pin_memory and device.type == "cuda" and applied._pinned_bytes + c.bytes <= pin_cap
+            size = c.device_bytes
+            pin = pin_memory and device.type == "cuda" and applied._pinned_bytes + size <= pin_cap
             applied._host[c.name] = HostCopy(module, pin)
-            applied._pinned_bytes += c.bytes if pin else 0
+            applied._pinned_bytes += size if pin else 0
             add_hook_to_module(module, _make_hook(applied, c.name))
             applied._hooked.append(module)
         else:  # blocks: diffusers' group offloading, with stream prefetch on CUDA

@@ -1,0 +1,85 @@
+"""The ``vidmem`` command line: parse, validate, call the API, report.
+
+One module per subcommand (``cmd_render``, ``cmd_decode``, ``cmd_plan``); what they share (value
+types, decode options, the checks they must agree on) is in ``options``; progress output in
+``progress``.
+
+Errors a user can fix (bad sizes, missing directories, unsupported models) print one line to
+stderr and exit with status 2, before any model work starts where possible; unexpected failures
+exit 1 with the exception's message (``VIDMEM_DEBUG=1`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from typing import Any, Sequence
+
+from . import cmd_decode, cmd_plan, cmd_render
+from .options import HelpFormatter, Parser, UsageError
+
+__all__ = ["build_parser", "main", "UsageError"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="vidmem", description="Render long videos with diffusers video pipelines "
+                    "on small GPUs and CPUs: tiled streaming decode straight to MP4.",
+                    epilog=cmd_render.EXAMPLES, formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)
+    cmd_render.add_parser(sub)
+    cmd_plan.add_parser(sub)
+    cmd_decode.add_parser(sub)
+    return parser
+
+
+def _one_line_warnings(message: Warning | str, category: type, filename: str, lineno: int,
+                       file: Any = None, line: str | None = None) -> None:
+    """Python warnings as one ``vidmem: warning: ...`` line, not a source excerpt."""
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    print(f"vidmem: warning: {text}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from .. import __version__
+
+        print(f"vidmem {__version__}")
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="vidmem: %(message)s")
+    warnings.showwarning = _one_line_warnings
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return args.handler(args)
+    except UsageError as e:
+        print(f"vidmem: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        # DecodeInterrupted says what was kept and how to resume; a bare Ctrl-C says nothing.
+        detail = str(e).strip()
+        print(f"vidmem: {detail}" if detail else "vidmem: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the CLI's contract is one line, not a traceback
+        if os.environ.get("VIDMEM_DEBUG"):
+            raise
+        from ..render import DecodeFailed
+
+        if isinstance(e, DecodeFailed):
+            print(f"vidmem: error: {e}", file=sys.stderr)
+            return 1
+        kind = "error" if isinstance(e, (ValueError, TypeError, OSError)) else type(e).__name__
+        text = " ".join(str(e).split()) or type(e).__name__
+        print(f"vidmem: {kind}: {text}", file=sys.stderr)
+        return 2 if isinstance(e, (ValueError, TypeError, OSError)) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
