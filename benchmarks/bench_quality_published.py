@@ -301,27 +301,59 @@ def _fmt(x: float | None, digits: int = 2) -> str:
 
 
 def table(results: list[dict]) -> str:
-    """The headline markdown table: PSNR dB (time s) per mode, and seams."""
-    lines = ["| family | latents -> frames | chunks | tiles | both | diffusers spatial | "
-             "diffusers temporal | vidmem windows at diffusers' geometry | seam: vidmem / "
-             "diffusers / full |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    """The headline markdown tables: PSNR dB / max abs / seconds per mode, then the seams."""
+    def cell(m: dict, name: str) -> str:
+        if name not in m:
+            return "n/a"
+        r = m[name]
+        return f"{_fmt(r['psnr'])} / {_fmt(r['max_abs'], 3)} / {r['seconds']:.0f}"
+
+    modes = [("chunks", "chunks"), ("tiles", "tiles"), ("diffusers_spatial", "diffusers tiles"),
+             ("tiles2", "tiles (2nd)"), ("diffusers_spatial2", "diffusers tiles (2nd)"),
+             ("both", "chunks + tiles"), ("diffusers_temporal", "diffusers temporal"),
+             ("windows_equal", "vidmem windows at diffusers' geometry")]
+    lines = ["| family | latents -> frames x H x W (full decode s) | "
+             + " | ".join(label for _, label in modes) + " |",
+             "|---|---|" + "---:|" * len(modes)]
     for r in results:
         m = r["modes"]
+        lines.append(f"| {r['label']} | {'x'.join(map(str, r['latent_shape']))} -> "
+                     f"{r['frames']}x{r['height']}x{r['width']} ({m['full']['seconds']:.0f} s) | "
+                     + " | ".join(cell(m, name) for name, _ in modes) + " |")
+    extra = [r for r in results if "windows" in r["modes"]]
+    if extra:
+        lines += ["", "| family | windows (own statistics, default context) | windows + tiles | "
+                  "whole-clip statistics, exact |", "|---|---:|---:|---:|"]
+        for r in extra:
+            m = r["modes"]
+            lines.append(f"| {r['label']} | {cell(m, 'windows')} | {cell(m, 'windows_tiles')} | "
+                         f"{cell(m, 'chunks_exact')} |")
+    lines += ["", "| family | tile geometries (px: tile/overlap) | vidmem tile plan | "
+              "chunk plan |", "|---|---|---|---|"]
+    for r in results:
+        m = r["modes"]
+        geo = ", ".join(f"{m[k]['tile_px']}/{m[k]['overlap_px']}" for k in
+                        ("diffusers_spatial", "diffusers_spatial2") if k in m) or "n/a"
+        tiles = m.get("tiles", {}).get("plan", "").split("; ")
+        chunks = m.get("chunks", {}).get("plan", "").split("; ")
+        lines.append(f"| {r['label']} | {geo} | {tiles[2] if len(tiles) > 2 else ''} | "
+                     f"{chunks[1] if len(chunks) > 1 else ''} |")
+    windowed = [r for r in results if any(not math.isnan(v.get("seam", math.nan))
+                                          for v in r["modes"].values())]
+    if windowed:
+        lines += ["", "Seams: frame-to-frame change across window boundaries / inside windows "
+                  "(``seam_ratio``), each next to the full decode's ratio at the same frames.", "",
+                  "| family | vidmem chunks (full) | vidmem windows at diffusers' geometry (full) | "
+                  "diffusers temporal (full) |", "|---|---|---|---|"]
+        for r in windowed:
+            m = r["modes"]
 
-        def cell(name: str) -> str:
-            if name not in m:
-                return "n/a"
-            return f"{_fmt(m[name]['psnr'])} ({m[name]['seconds']:.0f} s)"
-        seam = m["chunks"].get("seam")
-        theirs = m.get("diffusers_temporal", {}).get("seam")
-        full = m["chunks"].get("seam_full")
-        lines.append(
-            f"| {r['label']} | {'x'.join(map(str, r['latent_shape']))} -> "
-            f"{r['frames']}x{r['height']}x{r['width']} (full {m['full']['seconds']:.0f} s) | "
-            f"{cell('chunks')} | {cell('tiles')} | {cell('both')} | {cell('diffusers_spatial')} | "
-            f"{cell('diffusers_temporal')} | {cell('windows_equal')} | "
-            f"{_fmt(seam)} / {_fmt(theirs) or 'n/a'} / {_fmt(full)} |")
+            def seam(name: str) -> str:
+                if "seam" not in m.get(name, {}):
+                    return "n/a"
+                return f"{_fmt(m[name]['seam'])} ({_fmt(m[name]['seam_full'])})"
+            lines.append(f"| {r['label']} | {seam('chunks')} | {seam('windows_equal')} | "
+                         f"{seam('diffusers_temporal')} |")
     return "\n".join(lines)
 
 
