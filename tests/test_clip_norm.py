@@ -1,5 +1,7 @@
 """Whole-clip GroupNorm statistics (vidmem.decode.clip_norm) and HunyuanVideo's streaming with them."""
 
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -109,3 +111,33 @@ def test_whole_clip_norm_is_refused_where_norms_do_not_span_the_clip():
         plan_decode(vae, z, whole_clip_norm=True)
     with pytest.raises(ValueError, match="whole_clip_norm must be"):
         plan_decode(vae, z, whole_clip_norm="sometimes")
+
+
+def test_whole_clip_norm_flag_maps_to_the_api_and_names_its_default():
+    import argparse
+
+    from vidmem.cli.options import add_decode_options, whole_clip_norm
+
+    p = argparse.ArgumentParser()
+    add_decode_options(p)
+    assert whole_clip_norm(p.parse_args([])) is None  # auto: the family's default
+    assert [whole_clip_norm(p.parse_args(["--whole-clip-norm", v]))
+            for v in ("on", "off", "exact")] == [True, False, "exact"]
+    action = next(a for a in p._actions if a.dest == "whole_clip_norm")
+    assert "default" in action.help and "HunyuanVideo" in action.help
+
+
+def test_decode_to_video_takes_whole_clip_norm(tmp_path):
+    """The option reaches the video path too: refused for a VAE without clip-spanning norms
+    before the output is touched."""
+    import vidmem
+    from vidmem.tiny import tiny_pipeline
+
+    vae = tiny_pipeline("wan").vae
+    z = torch.zeros(1, 16, 2, 4, 4)
+    out = tmp_path / "x.mp4"
+    with pytest.raises(ValueError, match="whole_clip_norm is for decoders"):
+        vidmem.decode_to_video(vae, z, out, whole_clip_norm=True)
+    assert not out.exists()
+    flags = importlib.import_module("vidmem.render").decode_flags(whole_clip_norm=False)
+    assert flags == ["--whole-clip-norm", "off"]  # what a failed render's resume command repeats
