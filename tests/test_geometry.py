@@ -79,3 +79,22 @@ def test_plan_tiles_maps_to_pixels_and_marks_neighbours():
     assert first.overlaps == (0, 4, 0, 2)
     assert last.px.stop == 160 and last.py.stop == 96
     assert last.neighbours == (True, False, True, False)
+
+
+def test_plan_summary_prints_the_real_tiles_and_chunks():
+    """An 80 px tile on a x8 VAE decodes 10x10-latent tiles (not shrunk to fit), the frame's
+    remainder in the overlaps; the summary says so, with the real chunk count and sizes."""
+    import torch
+
+    from vidmem import plan_decode
+    from vidmem.tiny import tiny_pipeline
+
+    vae = tiny_pipeline("wan").vae
+    z = torch.zeros(1, 16, 5, 18, 26)  # 17 frames of 144x208
+    plan = plan_decode(vae, z, chunk_frames=8, tile_size=80, tile_overlap=16)
+    assert {(t.rows.size, t.cols.size) for t in plan.tiles} == {(10, 10)}
+    assert all(o >= 2 for t in plan.tiles for o in t.overlaps if o)
+    text = plan.summary()
+    assert f"{len(plan.tiles)} tiles of 10 latent px (80x80 px, 2x3)" in text
+    assert f"{len(plan.windows)} chunks of 2 latent frames" in text
+    assert text.endswith("frames per chunk 5, 8, 4")  # 17 frames: 1 + 4, then 8, then 4
