@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# pytest-xdist runs one worker per core: each worker's share of the cores, at most 2 threads.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _workers)))
 
 
 def pytest_collection_modifyitems(config, items):

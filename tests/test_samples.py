@@ -14,7 +14,8 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 @pytest.mark.parametrize("script, frames", [("render_tiny.py", 17), ("decode_latents.py", 17),
                                             ("render_with_budget.py", 17),
                                             ("write_your_own_frames.py", 60),
-                                            ("render_other_family.py", 17)])
+                                            ("render_other_family.py", 17),
+                                            ("render_distributed.py", 9)])
 def test_sample_runs_and_writes_a_video(tmp_path, script, frames):
     out = tmp_path / "out.mp4"
     proc = subprocess.run([sys.executable, str(SAMPLES / script), str(out)], capture_output=True,

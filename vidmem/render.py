@@ -8,6 +8,7 @@ latents, and each decoded chunk goes to the writer as uint8 and is dropped.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -24,6 +25,7 @@ from .decode.fallback import decode_with_fallback
 from .io.writer import VideoWriter, WriterError, check_writer_options
 from .memory import cuda_peak_bytes, format_bytes, peak_rss_bytes
 from .outputs import OutputClaim, check_video_path, resume_command
+from .parallel import DecodeSplit, GroupBroken, RankFailed, split_job
 from .pipelines import DecodeInput, call_arguments, expected_vae_latents, rule_for
 
 log = logging.getLogger("vidmem")
@@ -163,6 +165,7 @@ def check_output_path(out_path: str | Path) -> Path:
     return check_video_path(out_path)
 
 
+@split_job
 def decode_to_video(vae: torch.nn.Module, latents: torch.Tensor, path: str | Path, fps: float = 16,
                     *, chunk_frames: int | None = None, overlap_frames: int | None = None,
                     tile_size: int | None = None, tile_overlap: int | None = None,
@@ -171,7 +174,7 @@ def decode_to_video(vae: torch.nn.Module, latents: torch.Tensor, path: str | Pat
                     progress: ProgressFn | None = None,
                     writer_options: dict[str, Any] | None = None,
                     oom_fallback: bool = True, overwrite: bool = False,
-                    resume: bool = False) -> RenderReport:
+                    resume: bool = False, process_group: Any = None) -> RenderReport:
     """Decode ``latents`` (what ``vae.decode`` takes) straight into an MP4 at ``path``.
 
     Only one chunk of frames is alive at a time; the writer encodes chunk ``k`` on its thread
@@ -184,41 +187,81 @@ def decode_to_video(vae: torch.nn.Module, latents: torch.Tensor, path: str | Pat
     (unless ``overwrite`` or ``resume``) fail before any decoding. A failure after the decode
     started raises :class:`DecodeFailed` (:class:`DecodeInterrupted` for Ctrl-C) saying whether
     the decode or the write failed and how many frames the partial stream plays.
+
+    ``process_group``: share the decode among the ranks of this ``torch.distributed`` group
+    (default: the world group when it is initialized with several processes; ``False``: this
+    process alone). Every rank calls this; each decodes its share of the tiles (or windows) of
+    rank 0's latents, and rank 0 blends them exactly as one process would, claims and writes
+    ``path`` and returns its report (the other ranks write nothing: their reports have
+    ``frames=0``). A failure on any rank raises :class:`vidmem.parallel.RankFailed` on every rank
+    (on rank 0 as the cause of its :class:`DecodeFailed`; see :mod:`vidmem.parallel`).
     """
-    check_writer_options(fps, lossless=lossless, **(writer_options or {}))
-    problem = non_finite_message(latents, "the latents")
-    if problem:
-        raise ValueError(problem)
+    split = process_group  # resolved by @split_job: a SplitSession, or None for one process
+    writer = split is None or split.is_writer
     options = dict(chunk_frames=chunk_frames, overlap_frames=overlap_frames, tile_size=tile_size,
                    tile_overlap=tile_overlap, whole_clip_norm=whole_clip_norm,
                    decode_kwargs=decode_kwargs)
-    plan_decode(vae, latents, **options)  # bad options fail here, before the output is touched
-    with OutputClaim(path, overwrite=overwrite, resume=resume) as claim:
+    claim = None
+    if writer:  # bad options fail here, before the output is touched (and before any exchange)
+        check_writer_options(fps, lossless=lossless, **(writer_options or {}))
+        problem = non_finite_message(latents, "the latents")
+        if problem:
+            raise ValueError(problem)
+        plan_decode(vae, latents, **options)
+        claim = OutputClaim(path, overwrite=overwrite, resume=resume).acquire()
+    try:
+        work = None
+        if split is not None:  # --- scale-out (#14): every rank decodes rank 0's inputs
+            from .parallel.decode import share_decode_input
+
+            latents, decode_kwargs, tile_size = share_decode_input(
+                split, vae, latents, decode_kwargs,
+                {k: v for k, v in options.items() if k != "decode_kwargs"})
+            options.update(decode_kwargs=decode_kwargs, tile_size=tile_size)
+            work = DecodeSplit(split)
+            progress = progress if writer else None
         notes = [f"replaced the partial stream {p} ({n} frames) left by an earlier run"
-                 for p, n in claim.replaced_partials]
+                 for p, n in (claim.replaced_partials if claim is not None else ())]
         for note in notes:
             log.warning("%s", note)
-        report = _decode_and_write(vae, latents, claim.video, fps, options, lossless, progress,
-                                   writer_options, oom_fallback)
+        report = _decode_and_write(vae, latents, claim.video if claim else Path(path), fps,
+                                   options, lossless, progress, writer_options, oom_fallback,
+                                   split, work)
+    finally:
+        if claim is not None:
+            claim.release()
     report.notes = notes + report.notes
     return report
 
 
 def _decode_and_write(vae: torch.nn.Module, latents: torch.Tensor, path: Path, fps: float,
                       options: dict[str, Any], lossless: bool, progress: ProgressFn | None,
-                      writer_options: dict[str, Any] | None, oom_fallback: bool) -> RenderReport:
+                      writer_options: dict[str, Any] | None, oom_fallback: bool,
+                      split: Any = None, work: DecodeSplit | None = None) -> RenderReport:
+    writer_rank = split is None or split.is_writer
     retries: list[str] = []
     decode_progress = (lambda d, t: progress("decode", d, t)) if progress else None
     if oom_fallback:
         def on_retry(message: str) -> None:
             retries.append(message)
-            log.warning("%s", message)
+            if writer_rank:
+                log.warning("%s", message)
 
         chunks = decode_with_fallback(vae, latents, on_retry=on_retry, progress=decode_progress,
-                                      **options)
+                                      split=work, **options)
     else:
         chunks = decode_latents(vae, latents, output_type="uint8", progress=decode_progress,
-                                **options)
+                                split=work, **options)
+    if not writer_rank:  # --- scale-out (#14): decode a share, write nothing
+        from .parallel.decode import run_share
+
+        t = time.perf_counter()
+        run_share(chunks)
+        split.agree()  # rank 0 has written the file
+        return RenderReport(path=str(path), frames=0, height=0, width=0, fps=float(fps),
+                            seconds={"decode": time.perf_counter() - t},
+                            peak_rss_bytes=peak_rss_bytes(), peak_cuda_bytes=cuda_peak_bytes(),
+                            retries=retries)
     decode_s = write_s = 0.0
     height = width = 0
     writer_progress = (lambda n, _b: progress("write", n, 0)) if progress else None
@@ -243,18 +286,26 @@ def _decode_and_write(vae: torch.nn.Module, latents: torch.Tensor, path: Path, f
     except BaseException as e:
         if isinstance(e, WriterError):
             stage = "write"
+        agreed: BaseException | None = None
+        if work is not None:  # --- scale-out (#14): the other ranks stop too
+            try:
+                work.stop(e)
+            except (RankFailed, GroupBroken) as told:
+                agreed = told
         partial = writer.partial_path if writer.partial_path.exists() else None
         frames = writer.frames_written
         kept = _kept_message(partial, frames, None, None)
         if isinstance(e, KeyboardInterrupt):
             reason = f"interrupted during the decode of {path}"
             raise DecodeInterrupted(reason + (f"; {kept}" if kept else ""), partial=partial,
-                                    frames_played=frames, reason=reason) from e
+                                    frames_played=frames, reason=reason) from (agreed or e)
         what = "writing the video" if stage == "write" else "decoding"
         reason = f"{what} failed ({type(e).__name__}: {e})"
         raise DecodeFailed(reason + (f"; {kept}" if kept else ""), stage=stage, partial=partial,
-                           frames_played=frames, reason=reason) from e
+                           frames_played=frames, reason=reason) from (agreed or e)
     write_s += time.perf_counter() - t1
+    if split is not None:  # --- scale-out (#14): the file is complete; the other ranks may return
+        split.agree()
     return RenderReport(path=str(path), frames=writer.frames_written, height=height, width=width,
                         fps=float(fps), seconds={"decode": decode_s, "write": write_s},
                         peak_rss_bytes=peak_rss_bytes(), peak_cuda_bytes=cuda_peak_bytes(),
@@ -283,12 +334,13 @@ def pipeline_defaults(pipe: Any, given: dict[str, Any]) -> dict[str, Any]:
             and params[name].default not in (inspect.Parameter.empty, None)}
 
 
+@split_job
 def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_frames: int | None = None,
            overlap_frames: int | None = None, tile_size: int | None = None,
            tile_overlap: int | None = None, whole_clip_norm: bool | str | None = None,
            lossless: bool = False, progress: ProgressFn | None = None, checkpoint: bool = True,
            keep_latents: bool = False, offload: Any = None, overwrite: bool = False,
-           writer_options: dict[str, Any] | None = None,
+           writer_options: dict[str, Any] | None = None, process_group: Any = None,
            **pipeline_kwargs: Any) -> RenderReport:
     """Run ``pipe(**pipeline_kwargs)`` and stream its video into the MP4 ``out_path``.
 
@@ -317,11 +369,22 @@ def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_f
 
     ``fps``: the MP4's frame rate (default: the family's, e.g. Wan 16, LTX 24, SVD 7).
 
+    ``process_group``: split this render over the ranks of a ``torch.distributed`` group (default:
+    the world group when it is initialized with several processes; ``False``: render alone, e.g.
+    one whole clip per rank). Every rank calls ``render`` with the same arguments and denoises
+    (redundantly, unless the transformer was made context-parallel with
+    :func:`vidmem.parallel.enable_context_parallel`); the decode of rank 0's latents is split
+    among the ranks (:func:`decode_to_video`), and rank 0 alone claims the output and writes the
+    video and the checkpoint. A failure on any rank stops every rank
+    (:class:`vidmem.parallel.RankFailed`).
+
     Returns a :class:`RenderReport` (frames, seconds per stage, peak memory, the pipeline
     defaults that were used).
     """
+    split = process_group  # resolved by @split_job: a SplitSession, or None for one process
+    writer = split is None or split.is_writer
     rule = rule_for(pipe)  # unsupported pipeline: fail before denoising
-    out = check_video_path(out_path)
+    out = check_video_path(out_path) if writer else Path(out_path)
     fps = rule.default_fps if fps is None else fps
     check_writer_options(fps, lossless=lossless, **(writer_options or {}))
     if "output_type" in pipeline_kwargs:
@@ -342,9 +405,12 @@ def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_f
         plan_decode(pipe.vae, expected, **tiling)  # bad tiling fails now, not after denoising
         checkpoint_bytes = expected.numel() * expected.element_size() if checkpoint else None
     resume_flags = decode_flags(fps=fps, lossless=lossless, **tiling)
-    with OutputClaim(out, overwrite=overwrite, checkpoint_bytes=checkpoint_bytes) as claim:
+    # rank 0 alone owns the files of a split render; the others hold nothing
+    claim = (OutputClaim(out, overwrite=overwrite, checkpoint_bytes=checkpoint_bytes) if writer
+             else contextlib.nullcontext())
+    with claim:
         notes = [f"replaced the partial stream {p} ({n} frames) left by an earlier run"
-                 for p, n in claim.replaced_partials]
+                 for p, n in (claim.replaced_partials if writer else ())]
         applied = None
         if offload is not None:
             from .offload import AppliedPlan, OffloadPlan
@@ -353,7 +419,9 @@ def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_f
             if not isinstance(applied, AppliedPlan):
                 raise TypeError(f"offload must be an OffloadPlan or AppliedPlan, got "
                                 f"{type(offload).__name__}")
-        if progress is not None:
+        if split is not None:  # --- scale-out (#14): every rank's inputs are valid before denoising
+            split.agree()
+        if progress is not None and writer:
             progress("denoise", 0, 0)
         t0 = time.perf_counter()
         result = pipe(output_type="latent", **pipeline_kwargs)
@@ -369,7 +437,7 @@ def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_f
             raise ValueError(problem)
         ckpt = None
         rng = capture_rng()  # where a noise-injecting decoder starts drawing (see checkpoint)
-        if checkpoint:
+        if checkpoint and writer:
             claim.release_reservation()  # the space held for the checkpoint is its now
             ckpt, note = save_checkpoint_anywhere(
                 claim.files.latents, vae_input, model=model_id_of(pipe), family=rule.family,
@@ -387,14 +455,23 @@ def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_f
             report = decode_to_video(pipe.vae, vae_input.latents, out, fps, lossless=lossless,
                                      decode_kwargs=vae_input.decode_kwargs, progress=progress,
                                      writer_options=writer_options, overwrite=overwrite,
+                                     process_group=split if split is not None else False,
                                      **tiling)
         except (DecodeFailed, DecodeInterrupted) as e:
             kept = _kept_message(e.partial, e.frames_played, ckpt, resume)
             reason = f"{e.reason} after denoising"
+            lost = ("the latents were not saved (checkpoint=False)" if not checkpoint else
+                    "the latents could not be saved anywhere")
             message = f"{reason}; " + (kept if ckpt is not None else
-                                       "the latents could not be saved anywhere")
+                                       "; ".join(filter(None, [lost, kept])))
             raise type(e)(message, ckpt, partial=e.partial, frames_played=e.frames_played,
                           resume=resume, reason=reason, stage=e.stage) from e.__cause__
+        except Exception as e:  # e.g. another rank of a split decode failed before any frame
+            if ckpt is None:
+                raise
+            reason = f"decoding failed after denoising ({type(e).__name__}: {e})"
+            raise DecodeFailed(f"{reason}; {_kept_message(None, 0, ckpt, resume)}", ckpt,
+                               resume=resume, reason=reason) from e
         if hasattr(pipe, "maybe_free_model_hooks"):
             pipe.maybe_free_model_hooks()
         if ckpt is not None and not keep_latents:

@@ -19,7 +19,7 @@ import warnings
 from typing import Any, Sequence
 
 from . import cmd_decode, cmd_plan, cmd_render
-from .options import HelpFormatter, Parser, UsageError
+from .options import HelpFormatter, Parser, UsageError, report_error
 
 __all__ = ["build_parser", "main", "UsageError"]
 
@@ -60,25 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except UsageError as e:
-        print(f"vidmem: error: {e}", file=sys.stderr)
-        return 2
+        return report_error(e)
     except KeyboardInterrupt as e:
-        # DecodeInterrupted says what was kept and how to resume; a bare Ctrl-C says nothing.
-        detail = str(e).strip()
-        print(f"vidmem: {detail}" if detail else "vidmem: interrupted", file=sys.stderr)
-        return 130
+        return report_error(e)
     except Exception as e:  # noqa: BLE001 - the CLI's contract is one line, not a traceback
         if os.environ.get("VIDMEM_DEBUG"):
             raise
-        from ..render import DecodeFailed
-
-        if isinstance(e, DecodeFailed):
-            print(f"vidmem: error: {e}", file=sys.stderr)
-            return 1
-        kind = "error" if isinstance(e, (ValueError, TypeError, OSError)) else type(e).__name__
-        text = " ".join(str(e).split()) or type(e).__name__
-        print(f"vidmem: {kind}: {text}", file=sys.stderr)
-        return 2 if isinstance(e, (ValueError, TypeError, OSError)) else 1
+        return report_error(e)
 
 
 if __name__ == "__main__":

@@ -43,10 +43,21 @@ def add_parser(sub: Any) -> None:
     d.add_argument("--json", action="store_true",
                    help="print the final report as JSON (default: text)")
     add_decode_options(d)
+    from .distributed import add_split_options  # --- scale-out (#14)
+
+    add_split_options(d, context_parallel=False)
     d.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from .distributed import RankJob  # --- scale-out (#14): under torchrun, split the decode
+
+    split = RankJob.start(args)
+    return split.run(lambda: run_one(args, split)) if split else run_one(args, None)
+
+
+def run_one(args: argparse.Namespace, split: Any = None) -> int:
+    """Decode the checkpoint (``split``: this rank's part of a decode split by ``torchrun``)."""
     import torch
 
     from ..checkpoint import load_checkpoint
@@ -54,14 +65,22 @@ def run(args: argparse.Namespace) -> int:
     from ..outputs import OutputClaim
     from ..render import decode_to_video
 
+    writer = split is None or split.is_writer
+    claim = None
+    ckpt = None
     try:
-        ckpt = load_checkpoint(args.latents)
-        # Own the output before loading the VAE: another run writing it, or an existing video,
-        # fail at once.
-        claim = OutputClaim(args.out, overwrite=args.overwrite, resume=True).acquire()
+        if writer:
+            ckpt = load_checkpoint(args.latents)
+            # Own the output before loading the VAE: another run writing it, or an existing
+            # video, fail at once.
+            claim = OutputClaim(args.out, overwrite=args.overwrite, resume=True).acquire()
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from None
     try:
+        if split is not None:  # --- scale-out (#14): rank 0 reads the file, every rank gets it
+            ckpt = split.session.share(ckpt if split.is_writer else None)
+            split.log(f"split over {split.session.size} processes "
+                      f"({split.session.group.backend})", args)
         model = args.model or ckpt.model
         if not model:
             raise UsageError(f"{args.latents} records no model; pass --model PATH_OR_ID")
@@ -70,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         except OSError as e:
             raise UsageError(str(e)) from None
         log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-        for partial, frames in claim.replaced_partials:
+        for partial, frames in (claim.replaced_partials if claim is not None else ()):
             log(f"note: replacing the partial stream {partial} ({frames} frames) of the earlier "
                 f"attempt")
         dtype = DTYPES[args.dtype] if args.dtype else (
@@ -92,10 +111,13 @@ def run(args: argparse.Namespace) -> int:
                                      whole_clip_norm=whole_clip_norm(args),
                                      lossless=args.lossless,
                                      decode_kwargs=ckpt.decode_input.decode_kwargs,
-                                     progress=progress, overwrite=args.overwrite, resume=True)
+                                     progress=progress, overwrite=args.overwrite, resume=True,
+                                     process_group=split.session if split is not None else False)
         finally:
             progress.close()
     finally:
-        claim.release()
-    print(report.to_json() if args.json else str(report))
+        if claim is not None:
+            claim.release()
+    if writer:
+        print(report.to_json() if args.json else str(report))
     return 0

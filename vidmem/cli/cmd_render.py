@@ -70,7 +70,8 @@ def add_parser(sub: Any) -> None:
                    help="frame rate of the MP4 (default: the family's, e.g. Wan 16, LTX 24)")
     r.add_argument("--lossless", action="store_true",
                    help="write frames exactly (libx264rgb qp 0; default: H.264 yuv420p crf 18)")
-    r.add_argument("--out", required=True, help="output .mp4 path (required)")
+    r.add_argument("--out", default=None,
+                   help="output .mp4 path (required unless --prompts is given)")
     r.add_argument("--overwrite", action="store_true",
                    help="replace an existing OUT, kept latents and partial streams of an earlier "
                         "run (default: refuse, naming them)")
@@ -91,6 +92,12 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--json", action="store_true",
                    help="print the final report as JSON (default: text)")
     add_decode_options(r)
+    # --- scale-out (#14): batches of clips (--prompts) and one clip split over torchrun's ranks
+    from .cmd_batch import add_batch_options
+    from .distributed import add_split_options
+
+    add_batch_options(r)
+    add_split_options(r, context_parallel=True)
     r.set_defaults(handler=run)
 
 
@@ -117,9 +124,18 @@ def check_args(args: argparse.Namespace) -> None:
     defaults and records them in ``args.tiny_defaults``."""
     import os
 
+    from ..outputs import check_video_path
+
+    try:  # the cheap checks first: they answer before torch and diffusers are imported
+        check_video_path(args.out)
+    except (ValueError, OSError) as e:
+        raise UsageError(str(e)) from None
+    if args.image is not None and not os.path.isfile(args.image):
+        raise UsageError(f"--image {args.image!r}: no such file")
+    if args.budget is not None:
+        budget_or_auto(args.budget)  # a size or "auto"
     from ..io.writer import check_writer_options
     from ..loading import check_model_reachable
-    from ..outputs import check_video_path
 
     rule, class_name, tiny = resolve_model(args)
     if tiny and args.steps is None:
@@ -128,18 +144,13 @@ def check_args(args: argparse.Namespace) -> None:
     check_sizes_for_family(rule, args.num_frames, args.height, args.width)
     if rule is not None and rule.needs_image and args.image is None:
         raise UsageError(f"{class_name} is image-to-video: pass --image PATH")
-    if args.image is not None and not os.path.isfile(args.image):
-        raise UsageError(f"--image {args.image!r}: no such file")
     args.pipeline_args = parse_pipeline_args(args.arg)
     try:
-        check_video_path(args.out)
         if args.fps is not None:
             check_writer_options(args.fps, lossless=args.lossless)
         check_decode_options(args)
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from None
-    if args.budget is not None:
-        budget_or_auto(args.budget)  # a size or "auto"
     try:
         check_model_reachable(args.model)
     except OSError as e:
@@ -203,22 +214,38 @@ def call_kwargs(args: argparse.Namespace, pipe: Any, log: Any) -> dict[str, Any]
 
 
 def run(args: argparse.Namespace) -> int:
+    # --- scale-out (#14): --prompts is a batch; under torchrun one clip is split over the ranks
+    from .cmd_batch import check_batch_flags, run_batch
+    from .distributed import RankJob
+
+    if check_batch_flags(args):
+        return run_batch(args)
+    split = RankJob.start(args)
+    return split.run(lambda: run_one(args, split)) if split else run_one(args, None)
+
+
+def run_one(args: argparse.Namespace, split: Any = None) -> int:
+    """Render one clip (``split``: this rank's part of a clip split by ``torchrun``)."""
     check_args(args)
     from ..outputs import OutputClaim
 
     # Own the output before loading anything: a second render to the same file fails in
-    # seconds, and the files of an earlier run are refused before minutes of loading.
+    # seconds, and the files of an earlier run are refused before minutes of loading. In a split
+    # render rank 0 alone owns it (it alone writes).
+    claim = None
+    if split is None or split.is_writer:
+        try:
+            claim = OutputClaim(args.out, overwrite=args.overwrite).acquire()
+        except OSError as e:
+            raise UsageError(str(e)) from None
     try:
-        claim = OutputClaim(args.out, overwrite=args.overwrite).acquire()
-    except OSError as e:
-        raise UsageError(str(e)) from None
-    try:
-        return _render(args)
+        return _render(args, split)
     finally:
-        claim.release()
+        if claim is not None:
+            claim.release()
 
 
-def _render(args: argparse.Namespace) -> int:
+def _render(args: argparse.Namespace, split: Any = None) -> int:
     import torch
 
     from ..loading import DTYPES, load_pipeline
@@ -246,6 +273,8 @@ def _render(args: argparse.Namespace) -> int:
             args.tile_size = offload.decode_tile_size
         log(str(offload))
         # --- end issue #13 ---
+    if split is not None:  # --- scale-out (#14): the transformer's context parallelism
+        split.prepare_pipeline(pipe, args, offload)
     if args.fps is None:  # a hub id: the family is known only now
         from ..pipelines import rule_for
 
@@ -260,13 +289,21 @@ def _render(args: argparse.Namespace) -> int:
     try:
         report = render(pipe, args.out, fps=args.fps, chunk_frames=args.chunk_frames,
                         overlap_frames=args.overlap_frames, tile_size=args.tile_size,
+<<<<<<< HEAD
                         tile_overlap=args.tile_overlap, whole_clip_norm=whole_clip_norm(args),
                         lossless=args.lossless, progress=progress, keep_latents=args.keep_latents, offload=offload,
                         overwrite=args.overwrite, **kwargs)
+=======
+                        tile_overlap=args.tile_overlap, lossless=args.lossless,
+                        progress=progress, keep_latents=args.keep_latents, offload=offload,
+                        overwrite=args.overwrite,
+                        process_group=split.session if split is not None else False, **kwargs)
+>>>>>>> main
     finally:
         progress.close()
-    report.defaults = {**args.tiny_defaults, **report.defaults}
-    print(report.to_json() if args.json else str(report))
+    if split is None or split.is_writer:
+        report.defaults = {**args.tiny_defaults, **report.defaults}
+        print(report.to_json() if args.json else str(report))
     return 0
 
 

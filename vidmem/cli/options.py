@@ -17,6 +17,36 @@ class UsageError(Exception):
     """A problem with the user's input: reported as one line, exit status 2."""
 
 
+def report_error(error: BaseException) -> int:
+    """Print ``error`` as the CLI's one line on stderr and return the exit status: 2 for what the
+    user can fix (usage, values, files), 130 for an interrupt, 1 otherwise. ``VIDMEM_DEBUG=1``
+    prints the traceback as well."""
+    import os
+    import sys
+    import traceback
+
+    if isinstance(error, UsageError):
+        print(f"vidmem: error: {error}", file=sys.stderr)
+        return 2
+    if isinstance(error, KeyboardInterrupt):
+        # DecodeInterrupted says what was kept and how to resume; a bare Ctrl-C says nothing.
+        detail = " ".join(str(error).split())
+        print(f"vidmem: {detail}" if detail else "vidmem: interrupted", file=sys.stderr)
+        return 130
+    if os.environ.get("VIDMEM_DEBUG"):
+        traceback.print_exception(error)
+    from ..render import DecodeFailed
+
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, DecodeFailed):
+        # the work was done and kept; what failed is the decode or the write, not the user's input
+        print(f"vidmem: error: {text}", file=sys.stderr)
+        return 1
+    user = isinstance(error, (ValueError, TypeError, OSError))
+    print(f"vidmem: {'error' if user else type(error).__name__}: {text}", file=sys.stderr)
+    return 2 if user else 1
+
+
 #: sizes the tiny pipelines render by default (small enough for a CPU in seconds).
 TINY_DEFAULTS = {"height": 64, "width": 96}
 TINY_FRAMES = {"mochi": 13, "svd": 8, "animatediff": 8}

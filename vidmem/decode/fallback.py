@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from .families import adapter_for
-from .stream import DEFAULT_TILE_OVERLAP, DecodePlan, decode_latents, plan_decode
+from .stream import DEFAULT_TILE_OVERLAP, DecodePlan, WorkSplit, decode_latents, plan_decode
 
 log = logging.getLogger("vidmem")
 
@@ -68,12 +68,16 @@ def decode_with_fallback(vae: torch.nn.Module, latents: torch.Tensor, *,
                          whole_clip_norm: bool | str | None = None,
                          decode_kwargs: dict | None = None,
                          progress: Callable[[int, int], None] | None = None,
-                         on_retry: Callable[[str], None] | None = None) -> Iterator[torch.Tensor]:
+                         on_retry: Callable[[str], None] | None = None,
+                         split: WorkSplit | None = None) -> Iterator[torch.Tensor]:
     """:func:`vidmem.decode_latents` (uint8 chunks) that survives out-of-memory errors.
 
     On an allocation failure the current chunk is retried with the next smaller plan (see the
     module docstring); ``on_retry(message)`` is told each time (default: a log warning). When the
     smallest plan still fails, the error propagates.
+
+    ``split`` (a decode shared by several processes): an allocation failure on any process is
+    reported to all of them as the same error, so all retry with the same smaller plan.
     """
     options: dict[str, Any] = dict(chunk_frames=chunk_frames, overlap_frames=overlap_frames,
                                    tile_size=tile_size, tile_overlap=tile_overlap,
@@ -86,7 +90,7 @@ def decode_with_fallback(vae: torch.nn.Module, latents: torch.Tensor, *,
         produced = 0
         report = (lambda done, total: progress(max(done, delivered), total)) if progress else None
         try:
-            for chunk in decode_latents(vae, latents, output_type="uint8",
+            for chunk in decode_latents(vae, latents, output_type="uint8", split=split,
                                         decode_kwargs=decode_kwargs, progress=report, **options):
                 n = chunk.shape[0]
                 skip = min(n, max(0, delivered - produced))

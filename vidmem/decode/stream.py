@@ -13,7 +13,7 @@ import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Literal
+from typing import Callable, Iterator, Literal, Protocol
 
 import torch
 
@@ -105,6 +105,31 @@ def _runs(values: list[int]) -> str:
         out.append(f"{values[i]}" + (f" x{j - i}" if j - i > 1 else ""))
         i = j
     return ", ".join(out)
+
+
+class WorkSplit(Protocol):
+    """How several processes share one decode (implemented by :class:`vidmem.parallel.DecodeSplit`;
+    ``None``, the default, is one process doing everything through the unchanged path).
+
+    ``start(plan, device)`` is called once per stream and sets ``mode``: ``"tiles"`` (each window
+    asks ``gather`` for its tiles) or ``"windows"`` (the stream asks ``gather`` for its windows).
+    ``gather(items, produce)`` calls ``produce(i)`` for the items this process owns and yields
+    ``(i, result)`` for *every* item, in order, on the process that writes (rank 0), and nothing
+    elsewhere, so the blend sees the same tensors in the same order as a single process.
+    ``finish()`` after the last window; ``stop(error)`` when this process fails (``error``) or its
+    consumer stops reading (``None``), so the others are told instead of waiting forever.
+    """
+
+    mode: str
+
+    def start(self, plan: "DecodePlan", device: torch.device) -> None: ...
+
+    def gather(self, items: range, produce: Callable[[int], torch.Tensor]
+               ) -> Iterator[tuple[int, torch.Tensor]]: ...
+
+    def finish(self) -> None: ...
+
+    def stop(self, error: BaseException | None) -> None: ...
 
 
 def _vae_device_dtype(vae: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -293,13 +318,34 @@ def _decode_pieces(adapter: FamilyAdapter, z: torch.Tensor, window: Window, tile
 
 def _decode_window(adapter: FamilyAdapter, z: torch.Tensor, window: Window, tiles: list[Tile],
                    states: list, masks: list[torch.Tensor], device: torch.device,
-                   dtype: torch.dtype, stats: list[ClipNormStats] | None = None) -> torch.Tensor:
-    """Decode one window, all its tiles, blended into one float32 buffer on ``device``."""
-    pieces = _decode_pieces(adapter, z, window, tiles, states, device, dtype, stats)
-    if len(tiles) == 1:
-        return next(pieces)[1]
+                   dtype: torch.dtype, split: WorkSplit | None = None,
+                   stats: list[ClipNormStats] | None = None) -> torch.Tensor | None:
+    """Decode one window, all its tiles, blended into one float32 buffer on ``device``.
+
+    ``split`` (tile mode): this process decodes only its own tiles and the writing process blends
+    every tile, received in tile order, exactly as one process would; the others return ``None``.
+    ``stats``: per tile, the whole-clip GroupNorm statistics each tile normalizes with.
+    """
+    zw = z[:, :, window.latents.as_slice()]
+    first = window.latents.start == 0
+
+    def decode_tile(i: int) -> torch.Tensor:
+        tile = tiles[i]
+        zt = zw if len(tiles) == 1 else zw[:, :, :, tile.rows.as_slice(), tile.cols.as_slice()]
+        with stats[i].normalizing() if stats is not None else contextlib.nullcontext():
+            return adapter.decode_piece(zt.to(device, dtype), states[i], first).float()
+
+    if split is None and len(tiles) == 1:
+        return decode_tile(0)
+
+    pieces = (split.gather(range(len(tiles)), decode_tile) if split is not None
+              else ((i, decode_tile(i)) for i in range(len(tiles))))
     acc = norm = None
-    for (tile, piece), mask in zip(pieces, masks):
+    for i, piece in pieces:
+        tile, mask = tiles[i], masks[i] if masks else None
+        if mask is None:  # one tile (split mode only): nothing to blend
+            acc = piece
+            continue
         if acc is None:
             b, c, t = piece.shape[:3]
             height, width = tiles[-1].py.stop, tiles[-1].px.stop
@@ -308,6 +354,8 @@ def _decode_window(adapter: FamilyAdapter, z: torch.Tensor, window: Window, tile
         acc[:, :, :, tile.py.as_slice(), tile.px.as_slice()] += piece * mask
         norm[tile.py.as_slice(), tile.px.as_slice()] += mask
         del piece
+    if acc is None or norm is None:
+        return acc
     return acc / norm
 
 
@@ -344,7 +392,7 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames:
                    overlap_frames: int | None = None, tile_size: int | None = None,
                    tile_overlap: int | None = None, output_type: OutputType = "uint8",
                    progress: Callable[[int, int], None] | None = None,
-                   decode_kwargs: dict | None = None,
+                   decode_kwargs: dict | None = None, split: WorkSplit | None = None,
                    whole_clip_norm: bool | Schedule | None = None) -> Iterator:
     """Decode ``latents`` (exactly what ``vae.decode`` takes) as an iterator of chunks, in order.
 
@@ -359,6 +407,10 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames:
     first chunk is delivered (see :func:`plan_decode`).
     ``progress(frames_done, frames_total)`` is called after each chunk. Options are checked (see
     :func:`plan_decode`) before anything is decoded.
+
+    ``split``: share this decode with other processes (a :class:`vidmem.parallel.DecodeSplit`;
+    every process calls this with the same latents and options, and only rank 0's iterator yields
+    chunks, equal to a single process's).
     """
     if output_type not in ("uint8", "pt"):
         raise ValueError(f"output_type must be 'uint8' or 'pt', got {output_type!r}")
@@ -375,17 +427,22 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames:
     if output_type == "uint8" and z.shape[0] != 1:
         raise ValueError(f"uint8 output decodes one video at a time; got a batch of "
                          f"{z.shape[0]} (pass one video's latents or output_type='pt')")
-    return _stream(adapter, z, plan, output_type, progress)
+    return _stream(adapter, z, plan, output_type, progress, split)
 
 
 def device_chunks(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan,
                   output_type: OutputType, windows: list[Window] | None = None,
+                  split: WorkSplit | None = None,
                   stats: list[ClipNormStats] | None = None) -> Iterator:
-    """The device side of the stream: for each window (default: all of ``plan.windows``) decode
-    its tiles, blend, cross-fade and convert, and yield ``(frames, chunk)``: the chunk *on the
-    VAE's device* (uint8 ``(T, H, W, 3)``, or the native float32 layout for ``"pt"``) and its
-    number of frames; empty chunks are skipped. With ``plan.clip_norm``, the statistics passes
-    run first (unless ``stats`` gives them).
+    """The device side of the stream: for each window (default: all of ``plan.windows``; else a
+    prefix of them) decode its tiles, blend, cross-fade and convert, and yield ``(frames,
+    chunk)``: the chunk *on the VAE's device* (uint8 ``(T, H, W, 3)``, or the native float32
+    layout for ``"pt"``) and its number of frames; empty chunks are skipped. With
+    ``plan.clip_norm``, the statistics passes run first (unless ``stats`` gives them).
+
+    ``split``: this process's share of a decode split over several (:mod:`vidmem.parallel`):
+    tiles (or windows) decoded elsewhere arrive through it, and a process that does not blend
+    yields nothing.
 
     Separate from the host transfer so the memory simulator (``vidmem.offload.stages``) runs
     exactly this code on fake tensors."""
@@ -394,14 +451,29 @@ def device_chunks(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan,
     if stats is None and plan.clip_norm:
         stats = _gather_clip_statistics(adapter, z, plan, device, dtype)
     states = [adapter.new_state() for _ in plan.tiles]
-    windows = plan.windows if windows is None else windows
-    tail: torch.Tensor | None = None
-    for window in windows:
+    count = len(plan.windows) if windows is None else len(windows)
+
+    def window_pixels(k: int) -> torch.Tensor | None:
+        """Window ``k``, all tiles blended and clamped (``None``: another process blends it)."""
+        nonlocal states
         if adapter.streaming == "window":
             states = [adapter.new_state() for _ in plan.tiles]
-        out = _decode_window(adapter, z, window, plan.tiles, states, masks, device, dtype, stats)
-        if adapter.clamps_output:
+        tiles_split = split if split is not None and split.mode == "tiles" else None
+        out = _decode_window(adapter, z, plan.windows[k], plan.tiles, states, masks, device, dtype,
+                             tiles_split, stats)
+        if out is not None and adapter.clamps_output:
             out = out.clamp_(-1.0, 1.0)
+        return out
+
+    if split is not None and split.mode == "windows":
+        outputs = split.gather(range(count), window_pixels)
+    else:
+        outputs = ((k, window_pixels(k)) for k in range(count))
+    tail: torch.Tensor | None = None
+    for k, out in outputs:
+        if out is None:
+            continue  # decoded here, blended and written by another process
+        window = plan.windows[k]
         if tail is not None:
             n = tail.shape[2]
             i0 = window.keep_from - n - window.offset
@@ -410,7 +482,7 @@ def device_chunks(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan,
             out = torch.cat([blended, out[:, :, i0 + n:]], dim=2)
         else:
             out = out[:, :, window.keep_from - window.offset:]
-        last = window is plan.windows[-1]
+        last = k == len(plan.windows) - 1
         if plan.blend_frames and not last:
             tail = out[:, :, -plan.blend_frames:]
             out = out[:, :, :-plan.blend_frames]
@@ -426,22 +498,36 @@ def device_chunks(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan,
 
 
 def _stream(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan, output_type: OutputType,
-            progress: Callable[[int, int], None] | None) -> Iterator:
+            progress: Callable[[int, int], None] | None,
+            split: WorkSplit | None = None) -> Iterator:
     device, _ = _vae_device_dtype(adapter.vae)
     pinned = device.type == "cuda" and output_type == "uint8"
     done = 0
-    with torch.no_grad():
-        for frames, chunk in device_chunks(adapter, z, plan, output_type):
-            done += frames
-            if pinned:  # one uint8 copy through pinned memory, not a float32 pageable one
-                host = torch.empty(chunk.shape, dtype=torch.uint8, pin_memory=True)
-                host.copy_(chunk, non_blocking=True)
-                torch.cuda.current_stream(device).synchronize()
-                chunk = host
-            else:
-                chunk = chunk.cpu()
-            release_host_memory()
-            if progress is not None:
-                progress(done, plan.frames)
-            yield chunk
-            del chunk  # the consumer has it; do not keep it alive while decoding the next
+    try:
+        if split is not None:
+            split.start(plan, device)
+        with torch.no_grad():
+            for frames, chunk in device_chunks(adapter, z, plan, output_type, split=split):
+                done += frames
+                if pinned:  # one uint8 copy through pinned memory, not a float32 pageable one
+                    host = torch.empty(chunk.shape, dtype=torch.uint8, pin_memory=True)
+                    host.copy_(chunk, non_blocking=True)
+                    torch.cuda.current_stream(device).synchronize()
+                    chunk = host
+                else:
+                    chunk = chunk.cpu()
+                release_host_memory()
+                if progress is not None:
+                    progress(done, plan.frames)
+                yield chunk
+                del chunk  # the consumer has it; do not keep it alive while decoding the next
+        if split is not None:
+            split.finish()
+    except GeneratorExit:
+        if split is not None:
+            split.stop(None)  # the consumer stopped reading: tell the other processes
+        raise
+    except BaseException as e:
+        if split is not None:
+            split.stop(e)  # tell the other processes (raises the error they all see)
+        raise
