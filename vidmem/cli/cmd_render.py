@@ -289,16 +289,10 @@ def _render(args: argparse.Namespace, split: Any = None) -> int:
     try:
         report = render(pipe, args.out, fps=args.fps, chunk_frames=args.chunk_frames,
                         overlap_frames=args.overlap_frames, tile_size=args.tile_size,
-<<<<<<< HEAD
                         tile_overlap=args.tile_overlap, whole_clip_norm=whole_clip_norm(args),
-                        lossless=args.lossless, progress=progress, keep_latents=args.keep_latents, offload=offload,
-                        overwrite=args.overwrite, **kwargs)
-=======
-                        tile_overlap=args.tile_overlap, lossless=args.lossless,
-                        progress=progress, keep_latents=args.keep_latents, offload=offload,
-                        overwrite=args.overwrite,
+                        lossless=args.lossless, progress=progress,
+                        keep_latents=args.keep_latents, offload=offload, overwrite=args.overwrite,
                         process_group=split.session if split is not None else False, **kwargs)
->>>>>>> main
     finally:
         progress.close()
     if split is None or split.is_writer:
