@@ -2,20 +2,13 @@
 
 Benchmarks: VAE decode alone (``bench_decode``), MP4 writing alone (``bench_writer``), end to
 end, latents to MP4, the diffusers way vs ``vidmem.decode_to_video`` (``bench_e2e``), decode
-<<<<<<< HEAD
 quality per VAE family on tiny configs (``bench_quality``) and on the published configs
 (``bench_quality_published``: the quality headline), simulated vs measured stage peaks for
 offload plans (``bench_plan``; its GPU columns with ``--device cuda``), and with ``--device
 cuda`` the offload comparison (``bench_offload``: diffusers' offload levers vs vidmem plans, peak
-device memory and time).
-=======
-quality per VAE family (``bench_quality``), simulated vs measured stage peaks for offload plans
-(``bench_plan``; its GPU columns with ``--device cuda``), and with ``--device cuda`` the offload
-comparison (``bench_offload``: diffusers' offload levers vs vidmem plans, peak device memory and
-time). Scale-out (``bench_distributed``: one decode split over 1, 2, ... ranks, and a batch of clips
-over 1, 2, ... ranks, each a ``torchrun`` job) runs in the full run only: its jobs take minutes
-even at the smallest sizes.
->>>>>>> main
+device memory and time). Scale-out (``bench_distributed``: one decode split over 1, 2, ... ranks,
+and a batch of clips over 1, 2, ... ranks, each a ``torchrun`` job) runs in the full run only:
+its jobs take minutes even at the smallest sizes.
 
     python -m benchmarks.run [--quick] [--device cpu|cuda] [--out DIR]
 
@@ -31,13 +24,8 @@ import platform
 import sys
 from pathlib import Path
 
-<<<<<<< HEAD
-from . import (bench_decode, bench_e2e, bench_offload, bench_plan, bench_quality,
-               bench_quality_published, bench_writer)
-=======
 from . import (bench_decode, bench_distributed, bench_e2e, bench_offload, bench_plan, bench_quality,
-               bench_writer)
->>>>>>> main
+               bench_quality_published, bench_writer)
 from .common import plot_rss_vs_frames
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
