@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # bench_plan's quick run: minutes
 def test_quick_bench_plan_rows_within_ten_percent(tmp_path):
     out = tmp_path / "plan.json"
     proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_plan", "--quick", "--out",

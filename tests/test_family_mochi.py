@@ -93,6 +93,7 @@ def test_spatial_tiling_at_least_as_good_as_diffusers(vae):
     assert psnr(ours, ref) >= psnr(theirs, ref)
 
 
+@pytest.mark.slow  # bf16 convolutions are slow on CPU
 def test_bf16(vae, clip):
     z, ref = clip
     half = copy.deepcopy(vae).to(torch.bfloat16)

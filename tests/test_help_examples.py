@@ -15,6 +15,7 @@ import pytest
 from cli_examples import examples
 
 
+@pytest.mark.slow  # every example of --help, several renders: minutes
 @pytest.mark.parametrize("command", ["render", "decode"])
 def test_help_examples_run_as_printed(command, tmp_path):
     env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])

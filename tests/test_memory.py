@@ -12,6 +12,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 CHILD = textwrap.dedent("""
     import json, sys, torch
     torch.set_num_threads(2)
@@ -33,6 +35,7 @@ def _render_peak(frames: int, out) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # two renders in fresh processes at two clip lengths: minutes
 def test_peak_rss_flat_in_clip_length(tmp_path):
     short = min((_render_peak(17, tmp_path / f"short{i}.mp4") for i in range(2)),
                 key=lambda r: r["peak"])

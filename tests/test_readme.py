@@ -59,6 +59,7 @@ def test_readme_opens_with_the_install_and_test_commands_that_ci_runs():
         assert step in ci, step
 
 
+@pytest.mark.slow  # several renders (one of 81 frames): minutes
 @pytest.mark.parametrize("index", range(len(runnable("bash"))))
 def test_bash_block_runs(index, tmp_path):
     script = runnable("bash")[index]
@@ -73,6 +74,7 @@ def test_bash_block_runs(index, tmp_path):
     assert proc.returncode == 0, f"{script}\n{proc.stdout}\n{proc.stderr}"
 
 
+@pytest.mark.slow  # renders, a plan and a decode
 @pytest.mark.parametrize("index", range(len(runnable("python"))))
 def test_python_block_runs(index, tmp_path):
     proc = subprocess.run([sys.executable, "-c", runnable("python")[index]], cwd=tmp_path,

@@ -194,7 +194,7 @@ def test_kept_latents_are_never_silently_overwritten(tiny_pipe, tmp_path, monkey
 
 def test_an_existing_video_needs_overwrite(tmp_path):
     out = tmp_path / "clip.mp4"
-    assert cli("render", "--out", out, "--num-frames", "5", "--quiet").returncode == 0
+    out.write_bytes(b"an earlier video")
     first = out.read_bytes()
     proc = cli("render", "--out", out, "--num-frames", "9", "--quiet")
     assert proc.returncode == 2 and "already exists" in proc.stderr and "--overwrite" in proc.stderr
