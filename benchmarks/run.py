@@ -4,12 +4,13 @@ Benchmarks: VAE decode alone (``bench_decode``), MP4 writing alone (``bench_writ
 end, latents to MP4, the diffusers way vs ``vidmem.decode_to_video``, with the breakdown of
 vidmem's peak host memory (``bench_e2e``, the realistic Wan config at 41 / 161 / 321 frames and
 the earlier tiny config at 33 to 321 frames; ``--quick``: the tiny config only), decode
-quality per VAE family (``bench_quality``), simulated vs measured stage peaks for offload plans
-(``bench_plan``; its GPU columns with ``--device cuda``), and with ``--device cuda`` the offload
-comparison (``bench_offload``: diffusers' offload levers vs vidmem plans, peak device memory and
-time). Scale-out (``bench_distributed``: one decode split over 1, 2, ... ranks, and a batch of clips
-over 1, 2, ... ranks, each a ``torchrun`` job) runs in the full run only: its jobs take minutes
-even at the smallest sizes.
+quality per VAE family on tiny configs (``bench_quality``) and on the published configs
+(``bench_quality_published``: the quality headline), simulated vs measured stage peaks for
+offload plans (``bench_plan``; its GPU columns with ``--device cuda``), and with ``--device
+cuda`` the offload comparison (``bench_offload``: diffusers' offload levers vs vidmem plans, peak
+device memory and time). Scale-out (``bench_distributed``: one decode split over 1, 2, ... ranks,
+and a batch of clips over 1, 2, ... ranks, each a ``torchrun`` job) runs in the full run only:
+its jobs take minutes even at the smallest sizes.
 
     python -m benchmarks.run [--quick] [--device cpu|cuda] [--out DIR]
 
@@ -26,7 +27,7 @@ import sys
 from pathlib import Path
 
 from . import (bench_decode, bench_distributed, bench_e2e, bench_offload, bench_plan, bench_quality,
-               bench_writer)
+               bench_quality_published, bench_writer)
 from .common import plot_rss_vs_frames
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
             ["--config", "tiny", "--frames", "33", "81", "161", "321",
              "--out", str(args.out / "e2e_tiny.json"), "--no-plot"])}),
         "quality": bench_quality.main(quick + ["--out", str(args.out / "quality.json")]),
+        "quality_published": bench_quality_published.main(
+            quick + ["--out", str(args.out / "quality_published.json")]),
         "plan": bench_plan.main(quick + ["--device", args.device,
                                          "--out", str(args.out / "plan.json")]),
     }

@@ -46,20 +46,21 @@ def test_fresh_causal_window_aligns_first_frame_with_last_subframe():
 
 
 @pytest.mark.parametrize("total, tile, overlap", [(50, 16, 4), (30, 16, 4), (52, 16, 4),
-                                                   (17, 8, 2), (100, 33, 0), (9, 8, 7)])
-def test_overlapping_tiles_cover_evenly_within_the_tile_bound(total, tile, overlap):
+                                                   (17, 8, 2), (100, 33, 0), (9, 8, 7),
+                                                   (12, 10, 8), (16, 10, 2)])
+def test_overlapping_tiles_are_the_requested_size_and_cover_evenly(total, tile, overlap):
     spans = overlapping_tiles(total, tile, overlap)
     assert spans[0].start == 0 and spans[-1].stop == total
-    sizes = {s.size for s in spans}
-    assert len(sizes) == 1 and sizes.pop() <= tile
+    assert {s.size for s in spans} == {tile}  # exactly the size asked for
     # fewest tiles: one fewer could not cover the extent with that overlap
     assert (len(spans) - 1) * (tile - overlap) + overlap < total
     covered = set()
     for s in spans:
         covered.update(range(s.start, s.stop))
     assert covered == set(range(total))
-    for a, b in zip(spans, spans[1:]):
-        assert a.stop - b.start >= overlap  # at least the asked-for overlap
+    seams = [a.stop - b.start for a, b in zip(spans, spans[1:])]
+    assert min(seams) >= overlap  # at least the asked-for overlap
+    assert max(seams) - min(seams) <= 1  # the remainder spread evenly over the seams
 
 
 def test_tile_overlap_must_be_smaller_than_tile():
@@ -71,9 +72,29 @@ def test_plan_tiles_maps_to_pixels_and_marks_neighbours():
     tiles = plan_tiles(12, 20, 8, tile_latent=8, overlap_latent=2)
     assert len(tiles) == 2 * 3
     first, last = tiles[0], tiles[-1]
-    # rows: 2 tiles of 7 (the smallest equal size covering 12 with overlap 2), cols: 3 of 8
-    assert first.rows == Span(0, 7) and first.cols == Span(0, 8)
-    assert first.py == Span(0, 56) and first.px == Span(0, 64)
+    # rows: 2 tiles of 8 overlapping by 4 (the remainder goes into the overlap); cols: 3 of 8
+    assert first.rows == Span(0, 8) and first.cols == Span(0, 8)
+    assert first.py == Span(0, 64) and first.px == Span(0, 64)
     assert first.neighbours == (False, True, False, True)
+    assert first.overlaps == (0, 4, 0, 2)
     assert last.px.stop == 160 and last.py.stop == 96
     assert last.neighbours == (True, False, True, False)
+
+
+def test_plan_summary_prints_the_real_tiles_and_chunks():
+    """An 80 px tile on a x8 VAE decodes 10x10-latent tiles (not shrunk to fit), the frame's
+    remainder in the overlaps; the summary says so, with the real chunk count and sizes."""
+    import torch
+
+    from vidmem import plan_decode
+    from vidmem.tiny import tiny_pipeline
+
+    vae = tiny_pipeline("wan").vae
+    z = torch.zeros(1, 16, 5, 18, 26)  # 17 frames of 144x208
+    plan = plan_decode(vae, z, chunk_frames=8, tile_size=80, tile_overlap=16)
+    assert {(t.rows.size, t.cols.size) for t in plan.tiles} == {(10, 10)}
+    assert all(o >= 2 for t in plan.tiles for o in t.overlaps if o)
+    text = plan.summary()
+    assert f"{len(plan.tiles)} tiles of 10 latent px (80x80 px, 2x3)" in text
+    assert f"{len(plan.windows)} chunks of 2 latent frames" in text
+    assert text.endswith("frames per chunk 5, 8, 4")  # 17 frames: 1 + 4, then 8, then 4

@@ -155,9 +155,13 @@ def _kept_message(partial: Path | None, frames: int, checkpoint: Path | None,
 
 def decode_flags(*, fps: float | None = None, chunk_frames: int | None = None,
                  overlap_frames: int | None = None, tile_size: int | None = None,
-                 tile_overlap: int | None = None, lossless: bool = False) -> list[str]:
+                 tile_overlap: int | None = None, lossless: bool = False,
+                 whole_clip_norm: bool | str | None = None) -> list[str]:
     """The ``vidmem decode`` flags that repeat these decode and writer settings."""
     flags: list[str] = []
+    if whole_clip_norm is not None:
+        flags += ["--whole-clip-norm", {True: "on", False: "off", "estimate": "on"}.get(
+            whole_clip_norm, str(whole_clip_norm))]
     for name, value in (("chunk-frames", chunk_frames), ("overlap-frames", overlap_frames),
                         ("tile-size", tile_size), ("tile-overlap", tile_overlap), ("fps", fps)):
         if value is not None:
@@ -176,6 +180,7 @@ def check_output_path(out_path: str | Path) -> Path:
 def decode_to_video(vae: torch.nn.Module, latents: torch.Tensor, path: str | Path, fps: float = 16,
                     *, chunk_frames: int | None = None, overlap_frames: int | None = None,
                     tile_size: int | None = None, tile_overlap: int | None = None,
+                    whole_clip_norm: bool | str | None = None,
                     lossless: bool = False, decode_kwargs: dict | None = None,
                     progress: ProgressFn | None = None,
                     writer_options: dict[str, Any] | None = None,
@@ -209,7 +214,8 @@ def decode_to_video(vae: torch.nn.Module, latents: torch.Tensor, path: str | Pat
     split = process_group  # resolved by @split_job: a SplitSession, or None for one process
     writer = split is None or split.is_writer
     options = dict(chunk_frames=chunk_frames, overlap_frames=overlap_frames, tile_size=tile_size,
-                   tile_overlap=tile_overlap, decode_kwargs=decode_kwargs)
+                   tile_overlap=tile_overlap, whole_clip_norm=whole_clip_norm,
+                   decode_kwargs=decode_kwargs)
     claim = None
     if writer:  # bad options fail here, before the output is touched (and before any exchange)
         check_writer_options(fps, lossless=lossless, **(writer_options or {}))
@@ -353,8 +359,8 @@ def pipeline_defaults(pipe: Any, given: dict[str, Any]) -> dict[str, Any]:
 @split_job
 def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_frames: int | None = None,
            overlap_frames: int | None = None, tile_size: int | None = None,
-           tile_overlap: int | None = None, lossless: bool = False,
-           progress: ProgressFn | None = None, checkpoint: bool = True,
+           tile_overlap: int | None = None, whole_clip_norm: bool | str | None = None,
+           lossless: bool = False, progress: ProgressFn | None = None, checkpoint: bool = True,
            keep_latents: bool = False, offload: Any = None, overwrite: bool = False,
            writer_options: dict[str, Any] | None = None, process_group: Any = None,
            memory_breakdown: bool = False,
@@ -417,7 +423,7 @@ def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_f
     call = call_arguments(pipe, dict(pipeline_kwargs, output_type="latent"))  # bad names fail here
     defaults = pipeline_defaults(pipe, pipeline_kwargs)
     tiling = dict(chunk_frames=chunk_frames, overlap_frames=overlap_frames, tile_size=tile_size,
-                  tile_overlap=tile_overlap)
+                  tile_overlap=tile_overlap, whole_clip_norm=whole_clip_norm)
     expected = expected_vae_latents(pipe, call)
     checkpoint_bytes = None
     if expected is not None:

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from .options import (HelpFormatter, UsageError, add_decode_options,
-                      add_memory_breakdown_option, positive_float)
+                      add_memory_breakdown_option, positive_float, whole_clip_norm)
 from .progress import Progress
 
 EXAMPLES = """examples (each runs as printed, offline):
@@ -109,6 +109,7 @@ def run_one(args: argparse.Namespace, split: Any = None) -> int:
                                      chunk_frames=args.chunk_frames,
                                      overlap_frames=args.overlap_frames,
                                      tile_size=args.tile_size, tile_overlap=args.tile_overlap,
+                                     whole_clip_norm=whole_clip_norm(args),
                                      lossless=args.lossless,
                                      decode_kwargs=ckpt.decode_input.decode_kwargs,
                                      progress=progress, overwrite=args.overwrite, resume=True,

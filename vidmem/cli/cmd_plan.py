@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from .options import (HelpFormatter, UsageError, add_decode_options, budget_or_auto,
-                      check_sizes_for_family, positive_int, resolve_model)
+                      check_sizes_for_family, positive_int, resolve_model, whole_clip_norm)
 
 EXAMPLES = """examples:
   vidmem plan --budget 8GiB --device cuda              # the built-in tiny Wan pipeline
@@ -93,7 +93,7 @@ def decode_plan_for(pipe: Any, args: argparse.Namespace) -> Any:
         return None
     return plan_decode(pipe.vae, latents, chunk_frames=args.chunk_frames,
                        overlap_frames=args.overlap_frames, tile_size=args.tile_size,
-                       tile_overlap=args.tile_overlap)
+                       tile_overlap=args.tile_overlap, whole_clip_norm=whole_clip_norm(args))
 
 
 def decode_description(plan: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 from .options import (TINY_STEPS, HelpFormatter, UsageError, add_decode_options,
                       add_memory_breakdown_option,
                       budget_or_auto, check_sizes_for_family, positive_float, positive_int,
-                      resolve_model)
+                      resolve_model, whole_clip_norm)
 from .progress import Progress
 
 EXAMPLES = """examples (each runs as printed, offline):
@@ -181,7 +181,7 @@ def check_decode_options(args: argparse.Namespace) -> None:
     if latents is not None:
         plan_decode(vae, latents, chunk_frames=args.chunk_frames,
                     overlap_frames=args.overlap_frames, tile_size=args.tile_size,
-                    tile_overlap=args.tile_overlap)
+                    tile_overlap=args.tile_overlap, whole_clip_norm=whole_clip_norm(args))
 
 
 def call_kwargs(args: argparse.Namespace, pipe: Any, log: Any) -> dict[str, Any]:
@@ -291,9 +291,9 @@ def _render(args: argparse.Namespace, split: Any = None) -> int:
     try:
         report = render(pipe, args.out, fps=args.fps, chunk_frames=args.chunk_frames,
                         overlap_frames=args.overlap_frames, tile_size=args.tile_size,
-                        tile_overlap=args.tile_overlap, lossless=args.lossless,
-                        progress=progress, keep_latents=args.keep_latents, offload=offload,
-                        overwrite=args.overwrite,
+                        tile_overlap=args.tile_overlap, whole_clip_norm=whole_clip_norm(args),
+                        lossless=args.lossless, progress=progress,
+                        keep_latents=args.keep_latents, offload=offload, overwrite=args.overwrite,
                         memory_breakdown=args.memory_breakdown,
                         process_group=split.session if split is not None else False, **kwargs)
     finally:

@@ -110,6 +110,19 @@ def add_decode_options(p: argparse.ArgumentParser) -> None:
                         "and free device memory)")
     g.add_argument("--tile-overlap", type=non_negative_int, default=None,
                    help="spatial tile overlap in pixels (default: 64, or a quarter of a smaller tile)")
+    g.add_argument("--whole-clip-norm", choices=("auto", "on", "off", "exact"), default="auto",
+                   help="for VAEs whose GroupNorms span the whole clip (HunyuanVideo): 'on' "
+                        "normalizes every chunk with the whole clip's statistics gathered in one "
+                        "statistics pass first (no seams; about 2x the decode time), 'exact' "
+                        "with one pass per norm (the full decode to float rounding; slow), 'off' "
+                        "decodes cross-faded windows with their own statistics (default: auto = "
+                        "the family's default, 'on' for HunyuanVideo, unused by other families)")
+
+
+def whole_clip_norm(args: argparse.Namespace) -> bool | str | None:
+    """``--whole-clip-norm`` as :func:`vidmem.decode_latents`' ``whole_clip_norm``."""
+    return {"auto": None, "on": True, "off": False, "exact": "exact"}[
+        getattr(args, "whole_clip_norm", None) or "auto"]
 
 
 def add_memory_breakdown_option(p: argparse.ArgumentParser) -> None:

@@ -31,27 +31,47 @@ def ramp(length: int, shape: str = "cosine") -> torch.Tensor:
     raise ValueError(f"unknown blend shape {shape!r}; use 'cosine' or 'linear'")
 
 
-def _axis_weights(size: int, fade_in: int, fade_out: int, shape: str) -> torch.Tensor:
+def _axis_weights(size: int, fade_in: tuple[int, int], fade_out: tuple[int, int],
+                  shape: str) -> torch.Tensor:
+    """Weights along one axis of a tile: ``fade_in = (overlap, width)`` at the start, a ramp of
+    ``width`` samples centred in the ``overlap`` (0 before it), and the mirror image at the end."""
     w = torch.ones(size, dtype=torch.float32)
-    if fade_in > 0:
-        w[:fade_in] = ramp(fade_in, shape)
-    if fade_out > 0:
-        w[size - fade_out:] = torch.minimum(w[size - fade_out:], ramp(fade_out, shape).flip(0))
+    overlap, width = fade_in
+    if overlap > 0:
+        skip = (overlap - width) // 2
+        w[:skip] = 0.0
+        w[skip:skip + width] = ramp(width, shape)
+    overlap, width = fade_out
+    if overlap > 0:
+        skip = (overlap - width) // 2
+        falling = torch.zeros(overlap, dtype=torch.float32)  # over the same pixels as the
+        falling[:skip] = 1.0                                  # neighbour's rising ramp
+        falling[skip:skip + width] = ramp(width, shape).flip(0)
+        w[size - overlap:] = torch.minimum(w[size - overlap:], falling)
     return w
 
 
-def tile_mask(tile: Tile, feather_px: int, shape: str = "cosine") -> torch.Tensor:
+def tile_mask(tile: Tile, feather_px: int | None = None, shape: str = "cosine") -> torch.Tensor:
     """A ``(H_tile, W_tile)`` feather mask: ramps only on sides that touch another tile.
 
-    Image borders keep full weight; otherwise the border pixels would be divided by a tiny
-    normaliser and amplify noise.
+    On each such side the ramp is centred in that side's overlap (tiles of the requested size
+    spread evenly overlap by at least the requested overlap, often more) and spans the whole
+    overlap (``feather_px=None``) or ``feather_px`` pixels of its middle, with weight 0 outside
+    it towards the tile's edge: a tile's border pixels, decoded with the least context, are then
+    left to its neighbour. The two tiles of a seam ramp over the same pixels, so their weights sum
+    to 1 there. Image borders keep full weight; otherwise the border pixels would be divided by a
+    tiny normaliser and amplify noise.
     """
-    top, bottom, left, right = tile.neighbours
     h, w = tile.py.size, tile.px.size
-    fh = min(feather_px, h // 2)
-    fw = min(feather_px, w // 2)
-    wy = _axis_weights(h, fh if top else 0, fh if bottom else 0, shape)
-    wx = _axis_weights(w, fw if left else 0, fw if right else 0, shape)
+    factor = h // tile.rows.size
+
+    def side(overlap_latent: int) -> tuple[int, int]:
+        px = overlap_latent * factor
+        return px, px if feather_px is None else max(1, min(px, feather_px))
+
+    top, bottom, left, right = tile.overlaps
+    wy = _axis_weights(h, side(top), side(bottom), shape)
+    wx = _axis_weights(w, side(left), side(right), shape)
     return wy[:, None] * wx[None, :]
 
 

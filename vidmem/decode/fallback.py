@@ -65,6 +65,7 @@ def smaller_options(plan: DecodePlan, spatial_factor: int, time_factor: int, min
 def decode_with_fallback(vae: torch.nn.Module, latents: torch.Tensor, *,
                          chunk_frames: int | None = None, overlap_frames: int | None = None,
                          tile_size: int | None = None, tile_overlap: int | None = None,
+                         whole_clip_norm: bool | str | None = None,
                          decode_kwargs: dict | None = None,
                          progress: Callable[[int, int], None] | None = None,
                          on_retry: Callable[[str], None] | None = None,
@@ -79,7 +80,8 @@ def decode_with_fallback(vae: torch.nn.Module, latents: torch.Tensor, *,
     reported to all of them as the same error, so all retry with the same smaller plan.
     """
     options: dict[str, Any] = dict(chunk_frames=chunk_frames, overlap_frames=overlap_frames,
-                                   tile_size=tile_size, tile_overlap=tile_overlap)
+                                   tile_size=tile_size, tile_overlap=tile_overlap,
+                                   whole_clip_norm=whole_clip_norm)
     adapter = adapter_for(vae, decode_kwargs)
     delivered = 0
     notify = on_retry or (lambda msg: log.warning("%s", msg))

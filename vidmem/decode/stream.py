@@ -9,9 +9,9 @@ for the others, overlapping windows are re-decoded as context and cross-faded.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Literal, Protocol
 
@@ -23,6 +23,7 @@ from ..io.staging import HostStager
 from ..memory import release_host_memory
 from .blend import crossfade, tile_mask
 from .conv_workspace import BoundedConvWorkspace, configured_max_bytes
+from .clip_norm import ClipNormStats, Schedule, StopDecode, stages, stop_after
 from .families import FamilyAdapter, adapter_for
 from .families.generic import GenericAdapter
 from .geometry import Tile, Window, plan_tiles, plan_windows
@@ -56,19 +57,57 @@ class DecodePlan:
     tile_overlap_latent: int
     windows: list[Window] = field(repr=False)
     tiles: list[Tile] = field(repr=False)
+    #: GroupNorms normalize with the whole clip's statistics, gathered by statistics passes
+    #: first (``"estimate"``: one pass; ``"exact"``: one per norm); ``None``: not used.
+    clip_norm: Schedule | None = None
+
+    @property
+    def chunk_frames(self) -> list[int]:
+        """Pixel frames each chunk delivers (before cross-fading moves a few to the next)."""
+        return [w.stop - w.keep_from for w in self.windows]
 
     def summary(self) -> str:
         def n(count: int, noun: str) -> str:
             return f"{count} {noun}{'' if count == 1 else 's'}"
 
-        tiling = (f"{n(len(self.tiles), 'tile')} of {self.tile_latent} latent px "
-                  f"(overlap {self.tile_overlap_latent})" if self.tile_latent else "untiled")
+        if len(self.tiles) > 1:
+            sf = self.tiles[0].py.size // self.tiles[0].rows.size
+            rows = len({t.rows for t in self.tiles})
+            cols = len({t.cols for t in self.tiles})
+            th, tw = self.tiles[0].rows.size, self.tiles[0].cols.size
+            overlaps = sorted({o for t in self.tiles for o in t.overlaps if o})
+            span = (f"{overlaps[0]}" if len(overlaps) == 1
+                    else f"{overlaps[0]}-{overlaps[-1]}")
+            size = f"{th}" if th == tw else f"{th}x{tw}"
+            tiling = (f"{n(len(self.tiles), 'tile')} of {size} latent px ({th * sf}x{tw * sf} "
+                      f"px, {rows}x{cols}), overlap {span} latent px")
+        else:
+            tiling = "untiled"
         temporal = (f"{n(len(self.windows), 'chunk')} of "
                     f"{n(self.chunk_latents, 'latent frame')}")
         if self.context_latents:
-            temporal += f" (+{self.context_latents} context, {self.blend_frames}-frame cross-fade)"
+            temporal += f" (+{self.context_latents} latents of context, " \
+                        f"{self.blend_frames}-frame cross-fade)"
+        if self.clip_norm == "estimate":
+            temporal += ", whole-clip GroupNorm statistics (1 statistics pass)"
+        elif self.clip_norm == "exact":
+            temporal += ", exact whole-clip GroupNorm statistics (1 statistics pass per norm)"
         return (f"{self.family} VAE, {self.streaming} streaming: {self.frames} frames "
-                f"{self.width}x{self.height}; {temporal}; {tiling}")
+                f"{self.width}x{self.height}; {temporal}; {tiling}; frames per chunk "
+                f"{_runs(self.chunk_frames)}")
+
+
+def _runs(values: list[int]) -> str:
+    """``[17, 16, 16, 5]`` -> ``"17, 16 x2, 5"``."""
+    out: list[str] = []
+    i = 0
+    while i < len(values):
+        j = i
+        while j < len(values) and values[j] == values[i]:
+            j += 1
+        out.append(f"{values[i]}" + (f" x{j - i}" if j - i > 1 else ""))
+        i = j
+    return ", ".join(out)
 
 
 class WorkSplit(Protocol):
@@ -131,19 +170,41 @@ def _auto_tile_pixels(adapter: FamilyAdapter, height: int, width: int,
 def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: int | None = None,
                 overlap_frames: int | None = None, tile_size: int | None = None,
                 tile_overlap: int | None = None, decode_kwargs: dict | None = None,
+                whole_clip_norm: bool | Schedule | None = None,
                 adapter: FamilyAdapter | None = None) -> DecodePlan:
     """Validate the options against the latents and the VAE, and return the decode plan.
 
     All sizes are in pixels / pixel frames and are rounded down to whole latent units:
     ``chunk_frames`` new frames per chunk, ``overlap_frames`` frames of context re-decoded by each
-    window of a non-causal family (ignored by cache-carrying families, which need none),
-    ``tile_size``/``tile_overlap`` the spatial tile edge and overlap (``tile_size=0`` disables
-    spatial tiling; ``None`` chooses from the frame size and free device memory; the overlap
-    defaults to 64 px, or a quarter of a smaller tile).
+    window of a non-causal family (ignored by cache-carrying families, which need none; at most
+    the larger of ``chunk_frames - 1`` and the family's default context),
+    ``tile_size``/``tile_overlap`` the spatial tile edge and the least overlap (``tile_size=0``
+    disables spatial tiling; ``None`` chooses from the frame size and free device memory; the
+    overlap defaults to 64 px, or a quarter of a smaller tile). Tiles are decoded at the
+    requested size; the frame's remainder goes into the overlaps.
     ``decode_kwargs`` are the extra arguments of the VAE's ``decode`` (they can change the plan:
     LTX-2's ``causal=True`` makes its decode exactly streamable).
+    ``whole_clip_norm``: for decoders whose GroupNorms normalize over the whole clip
+    (HunyuanVideo), normalize every piece with the whole clip's statistics and stream with a
+    carried causal state (no re-decoded context, no cross-fades, no seams; see
+    :mod:`vidmem.decode.clip_norm`). ``True`` / ``"estimate"``: one statistics pass first (about
+    twice the decode time; the statistics are estimates, exact for the first norm); ``"exact"``:
+    one statistics pass per norm (equals the full decode to float rounding, about 8x the decode
+    time for HunyuanVideo); ``False``: cross-faded windows with per-window statistics. ``None``:
+    the family's default (``"estimate"`` for HunyuanVideo).
     """
     adapter = adapter or adapter_for(vae, decode_kwargs)
+    if whole_clip_norm not in (None, True, False, "estimate", "exact"):
+        raise ValueError(f"whole_clip_norm must be True, False, 'estimate', 'exact' or None; got "
+                         f"{whole_clip_norm!r}")
+    if whole_clip_norm is not None:
+        if whole_clip_norm and not adapter.supports_clip_norm:
+            raise ValueError(f"whole_clip_norm is for decoders whose GroupNorms span the clip "
+                             f"(HunyuanVideo); the {adapter.name} VAE has none to gather")
+        adapter.clip_norm = bool(whole_clip_norm)
+    schedule: Schedule | None = None
+    if adapter.clip_norm and adapter.supports_clip_norm:
+        schedule = "exact" if whole_clip_norm == "exact" else "estimate"
     z = adapter.to_canonical(latents)
     if isinstance(adapter, GenericAdapter):
         adapter.probe(z)
@@ -164,23 +225,34 @@ def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: in
 
     chunk_latents = max(1, (chunk_frames or DEFAULT_CHUNK_FRAMES) // tm.factor)
     if adapter.streaming == "window":
-        if chunk_frames is not None and overlap_frames is not None and overlap_frames >= chunk_frames:
-            raise ValueError(f"overlap_frames ({overlap_frames}) must be smaller than chunk_frames "
-                             f"({chunk_frames})")
         # A fresh causal window gives its first latent a single (image) frame, so c latents of
-        # context yield factor*(c-1)+1 frames before the new ones; plain decoders yield factor*c.
+        # context yield factor*(c-1)+1 frames before the new ones; plain decoders, and causal ones
+        # whose windows continue the clip's frame rule (LTX), yield factor*c.
+        image_first = tm.causal_first_frame and not adapter.continues_windows
+
+        def context_for(frames: int) -> int:
+            if image_first:
+                return 1 + -(-max(frames - 1, 0) // tm.factor) if frames > 0 else 0
+            return -(-frames // tm.factor)  # round up: at least the asked-for overlap
+
         if overlap_frames is None:
             context = adapter.default_context_latents
-        elif tm.causal_first_frame:
-            context = 1 + -(-max(overlap_frames - 1, 0) // tm.factor) if overlap_frames else 0
         else:
-            context = -(-overlap_frames // tm.factor)  # round up: at least the asked-for overlap
+            context = context_for(overlap_frames)
+            limit = max(adapter.default_context_latents,
+                        context_for((chunk_frames or DEFAULT_CHUNK_FRAMES) - 1))
+            if context > limit:
+                raise ValueError(
+                    f"overlap_frames ({overlap_frames}) needs {context} latent frames of context;"
+                    f" at most {limit} (the larger of chunk_frames - 1 and the {adapter.name} "
+                    f"VAE's default context of {adapter.default_context_latents} latent frames)")
         if tm.causal_first_frame:
-            # A fresh causal window turns its first latent into one image frame, so the frames
-            # just before its new latents need at least one latent of context.
+            # A fresh causal window turns its first latent into one image frame (or, continuing
+            # the frame rule, into frames with no past): the frames just before its new latents
+            # need at least one latent of context.
             context = max(context, 1)
-        # The cross-fade lies inside the re-decoded context, after the causal image frame.
-        context_pixels = tm.factor * (context - 1) if tm.causal_first_frame else tm.factor * context
+        # The cross-fade lies inside the re-decoded context (after the image frame).
+        context_pixels = tm.factor * (context - 1) if image_first else tm.factor * context
         blend = min(adapter.default_blend_frames, max(0, context_pixels))
     else:
         context, blend = 0, 0
@@ -210,30 +282,64 @@ def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: in
     tiles = plan_tiles(h_lat, w_lat, sf, tile_latent, overlap_latent)
     cache = adapter.streaming == "cache"
     windows = plan_windows(t_lat, tm, chunk_latents, context, carries_cache=cache,
-                           spans=adapter.chunk_spans(t_lat, chunk_latents) if cache else None)
+                           spans=adapter.chunk_spans(t_lat, chunk_latents) if cache else None,
+                           continued=adapter.continues_windows)
     return DecodePlan(adapter.name, adapter.streaming, tuple(latents.shape), tm.pixel_frames(t_lat),
                       height, width, chunk_latents, context, blend, tile_latent, overlap_latent,
-                      windows, tiles)
+                      windows, tiles, clip_norm=schedule)
+
+
+def _decode_pieces(adapter: FamilyAdapter, z: torch.Tensor, window: Window, tiles: list[Tile],
+                   states: list, device: torch.device, dtype: torch.dtype,
+                   stats: list[ClipNormStats] | None = None, collect: bool = False,
+                   only: list[torch.nn.Module] | None = None
+                   ) -> Iterator[tuple[Tile, torch.Tensor | None]]:
+    """Decode one window tile by tile, yielding ``(tile, float32 pixels)``.
+
+    ``stats``: per tile, whole-clip GroupNorm statistics, applied around the tile's pieces or
+    gathered (``collect``; ``only`` those norms). A statistics pass stopped early
+    (:func:`clip_norm.stop_after`) yields ``None`` pixels.
+    """
+    zw = z[:, :, window.latents.as_slice()]
+    first = window.latents.start == 0
+    for i, (tile, state) in enumerate(zip(tiles, states)):
+        zt = zw if len(tiles) == 1 else zw[:, :, :, tile.rows.as_slice(), tile.cols.as_slice()]
+        if stats is None:
+            scope: contextlib.AbstractContextManager = contextlib.nullcontext()
+        elif collect:
+            scope = stats[i].collecting(only)
+        else:
+            scope = stats[i].normalizing()
+        try:
+            with scope:
+                piece = adapter.decode_piece(zt.to(device, dtype), state, first)
+        except StopDecode:
+            yield tile, None
+            continue
+        yield tile, piece.float()
 
 
 def _decode_window(adapter: FamilyAdapter, z: torch.Tensor, window: Window, tiles: list[Tile],
                    states: list, masks: list[torch.Tensor], device: torch.device,
-                   dtype: torch.dtype, split: WorkSplit | None = None) -> torch.Tensor | None:
+                   dtype: torch.dtype, split: WorkSplit | None = None,
+                   stats: list[ClipNormStats] | None = None) -> torch.Tensor | None:
     """Decode one window, all its tiles, blended into one float32 buffer on ``device``.
 
     ``split`` (tile mode): this process decodes only its own tiles and the writing process blends
     every tile, received in tile order, exactly as one process would; the others return ``None``.
+    ``stats``: per tile, the whole-clip GroupNorm statistics each tile normalizes with.
     """
     zw = z[:, :, window.latents.as_slice()]
     first = window.latents.start == 0
-    if split is None and len(tiles) == 1:
-        piece = adapter.decode_piece(zw.to(device, dtype), states[0], first)
-        return piece.float()
 
     def decode_tile(i: int) -> torch.Tensor:
         tile = tiles[i]
-        zt = zw[:, :, :, tile.rows.as_slice(), tile.cols.as_slice()].to(device, dtype)
-        return adapter.decode_piece(zt, states[i], first).float()
+        zt = zw if len(tiles) == 1 else zw[:, :, :, tile.rows.as_slice(), tile.cols.as_slice()]
+        with stats[i].normalizing() if stats is not None else contextlib.nullcontext():
+            return adapter.decode_piece(zt.to(device, dtype), states[i], first).float()
+
+    if split is None and len(tiles) == 1:
+        return decode_tile(0)
 
     pieces = (split.gather(range(len(tiles)), decode_tile) if split is not None
               else ((i, decode_tile(i)) for i in range(len(tiles))))
@@ -256,11 +362,41 @@ def _decode_window(adapter: FamilyAdapter, z: torch.Tensor, window: Window, tile
     return acc / norm
 
 
+def _gather_clip_statistics(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan,
+                            device: torch.device, dtype: torch.dtype) -> list[ClipNormStats]:
+    """The statistics passes of a whole-clip-statistics decode (outputs dropped): one over every
+    chunk and tile collecting all norms, then, for the ``"exact"`` schedule, one per later norm.
+
+    Statistics are the whole clip's *per spatial tile*: each tile normalizes as it would if it
+    were decoded over all frames in one call (what a tiled decode in one temporal window does,
+    vidmem's or diffusers'). Whole-frame statistics pooled over the tiles measured worse (the
+    published HunyuanVideo config, 2 tiles: 15.4 dB against 16.8 dB for tiles alone), because a
+    tile's activations near its border are not the frame's.
+    """
+    stats = [ClipNormStats(adapter.clip_norm_modules()) for _ in plan.tiles]
+
+    def statistics_pass(only: list[torch.nn.Module] | None) -> None:
+        states = [adapter.new_state() for _ in plan.tiles]
+        for window in plan.windows:
+            for _, piece in _decode_pieces(adapter, z, window, plan.tiles, states, device, dtype,
+                                           stats, collect=True, only=only):
+                del piece
+
+    statistics_pass(None)
+    for only in stages(stats[0], plan.clip_norm):
+        for tile_stats in stats:
+            tile_stats.reset(only)
+        with stop_after(only[-1]):
+            statistics_pass(only)
+    return stats
+
+
 def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: int | None = None,
                    overlap_frames: int | None = None, tile_size: int | None = None,
                    tile_overlap: int | None = None, output_type: OutputType = "uint8",
                    progress: Callable[[int, int], None] | None = None,
-                   decode_kwargs: dict | None = None, split: WorkSplit | None = None) -> Iterator:
+                   decode_kwargs: dict | None = None, split: WorkSplit | None = None,
+                   whole_clip_norm: bool | Schedule | None = None) -> Iterator:
     """Decode ``latents`` (exactly what ``vae.decode`` takes) as an iterator of chunks, in order.
 
     ``output_type="pt"``: float32 chunks in the layout of ``vae.decode(latents).sample``;
@@ -269,6 +405,9 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames:
     tensors, ready for :class:`vidmem.VideoWriter` (batch size 1 only).
 
     ``decode_kwargs`` are extra arguments of the VAE's own ``decode`` (e.g. LTX's ``temb``).
+    ``whole_clip_norm``: GroupNorm statistics of the whole clip for decoders whose norms span it
+    (HunyuanVideo; on by default there): a first pass over the clip gathers them before the
+    first chunk is delivered (see :func:`plan_decode`).
     ``progress(frames_done, frames_total)`` is called after each chunk. Options are checked (see
     :func:`plan_decode`) before anything is decoded.
 
@@ -280,7 +419,8 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames:
         raise ValueError(f"output_type must be 'uint8' or 'pt', got {output_type!r}")
     adapter = adapter_for(vae, decode_kwargs)
     plan = plan_decode(vae, latents, chunk_frames=chunk_frames, overlap_frames=overlap_frames,
-                       tile_size=tile_size, tile_overlap=tile_overlap, adapter=adapter)
+                       tile_size=tile_size, tile_overlap=tile_overlap,
+                       whole_clip_norm=whole_clip_norm, adapter=adapter)
     z = adapter.to_canonical(latents)
     if z.device.type != "meta" and not bool(torch.isfinite(z).all()):
         bad = int(z.numel() - torch.isfinite(z).sum())
@@ -295,11 +435,13 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames:
 
 def device_chunks(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan,
                   output_type: OutputType, windows: list[Window] | None = None,
-                  split: WorkSplit | None = None, conv_workspace: int | None = None) -> Iterator:
+                  split: WorkSplit | None = None, conv_workspace: int | None = None,
+                  stats: list[ClipNormStats] | None = None) -> Iterator:
     """The device side of the stream: for each window (default: all of ``plan.windows``; else a
     prefix of them) decode its tiles, blend, cross-fade and convert, and yield ``(frames,
     chunk)``: the chunk *on the VAE's device* (uint8 ``(T, H, W, 3)``, or the native float32
-    layout for ``"pt"``) and its number of frames; empty chunks are skipped.
+    layout for ``"pt"``) and its number of frames; empty chunks are skipped. With
+    ``plan.clip_norm``, the statistics passes run first (unless ``stats`` gives them).
 
     ``split``: this process's share of a decode split over several (:mod:`vidmem.parallel`):
     tiles (or windows) decoded elsewhere arrive through it, and a process that does not blend
@@ -311,8 +453,10 @@ def device_chunks(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan,
     Separate from the host transfer so the memory simulator (``vidmem.offload.stages``) runs
     exactly this code on fake tensors."""
     device, dtype = _vae_device_dtype(adapter.vae)
-    feather = plan.tile_overlap_latent * adapter.spatial_factor
-    masks = [tile_mask(t, feather).to(device) for t in plan.tiles] if len(plan.tiles) > 1 else []
+    masks = [tile_mask(t).to(device) for t in plan.tiles] if len(plan.tiles) > 1 else []
+    if stats is None and plan.clip_norm:
+        with BoundedConvWorkspace(conv_workspace) if conv_workspace else contextlib.nullcontext():
+            stats = _gather_clip_statistics(adapter, z, plan, device, dtype)
     states = [adapter.new_state() for _ in plan.tiles]
     count = len(plan.windows) if windows is None else len(windows)
 
@@ -323,9 +467,9 @@ def device_chunks(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan,
             states = [adapter.new_state() for _ in plan.tiles]
         tiles_split = split if split is not None and split.mode == "tiles" else None
         # The mode is entered per window: never left active across a yield.
-        with BoundedConvWorkspace(conv_workspace) if conv_workspace else nullcontext():
+        with BoundedConvWorkspace(conv_workspace) if conv_workspace else contextlib.nullcontext():
             out = _decode_window(adapter, z, plan.windows[k], plan.tiles, states, masks, device,
-                                 dtype, tiles_split)
+                                 dtype, tiles_split, stats)
         if out is not None and adapter.clamps_output:
             out = out.clamp_(-1.0, 1.0)
         return out

@@ -43,11 +43,24 @@ class FamilyAdapter:
     default_blend_frames: ClassVar[int] = 0
     #: the smallest spatial tile, in latent pixels, that still decodes sensibly.
     min_tile_latent: ClassVar[int] = 4
+    #: whether the decoder's only link across the clip is GroupNorm statistics, so that with the
+    #: whole clip's statistics (:mod:`vidmem.decode.clip_norm`) and a carried causal state it
+    #: streams like a causal decoder; and whether that mode is this family's default.
+    supports_clip_norm: ClassVar[bool] = False
+    clip_norm_default: ClassVar[bool] = False
+    #: for ``"window"`` streaming of a causal-frame-rule decoder: a window that starts inside the
+    #: clip decodes its first latent to all its frames, as the full decode does (its
+    #: ``decode_piece`` lifts the first-frame rule when ``first`` is false), instead of to one
+    #: image frame.
+    continues_windows: ClassVar[bool] = False
 
     def __init__(self, vae: torch.nn.Module, decode_kwargs: dict[str, Any] | None = None):
         self.vae = vae
         #: extra arguments of the VAE's own ``decode`` (e.g. LTX's ``temb``), for every piece.
         self.decode_kwargs: dict[str, Any] = dict(decode_kwargs or {})
+        #: decode with whole-clip GroupNorm statistics (set by ``plan_decode``; families that
+        #: support it read it in ``streaming``, ``new_state`` and ``decode_piece``).
+        self.clip_norm: bool = self.clip_norm_default
 
     # --- geometry -------------------------------------------------------------------------
     @property
@@ -100,6 +113,14 @@ class FamilyAdapter:
         Returns canonical pixels, not clamped.
         """
         raise NotImplementedError
+
+    def clip_norm_modules(self) -> list[torch.nn.Module]:
+        """The ``nn.GroupNorm`` modules whose statistics span the whole clip (whole-clip mode).
+
+        Norms that see flattened tokens ``(B, C, T*h*w)`` must run at latent resolution (the
+        engine cuts a tile's share of them out with the tile's latent ``h x w``).
+        """
+        return []
 
     @classmethod
     def matches(cls, vae: torch.nn.Module) -> bool:

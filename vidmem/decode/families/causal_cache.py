@@ -86,6 +86,25 @@ def causal_time_input(state: CausalState, module: nn.Module, x: torch.Tensor, ke
     return xt
 
 
+def padded_causal_conv_forward(module: nn.Module, state: CausalState, x: torch.Tensor) -> torch.Tensor:
+    """The ``forward`` of a causal conv that pads with one ``F.pad`` and then convolves, with the
+    time padding taken from the cache (HunyuanVideo's and HunyuanVideo 1.5's causal convs).
+
+    Such a module has ``time_causal_padding = (W, W, H, H, k_t - 1, 0)``, ``pad_mode`` and an
+    inner ``conv``. Padding time first (from the cache, or on the clip's first chunk by the
+    module's own mode) and then space gives the same tensor as its single pad, since the pad is
+    separable.
+    """
+    pad_w0, pad_w1, pad_h0, pad_h1, pad_t, _ = module.time_causal_padding
+    mode = module.pad_mode
+
+    def pad_first(t: torch.Tensor, n: int) -> torch.Tensor:  # the n frames the module pads with
+        return F.pad(t[:, :, :1], (0, 0, 0, 0, n, 0), mode=mode)[:, :, :n]
+
+    xt = causal_time_input(state, module, x, pad_t + 1, pad_first)
+    return module.conv(F.pad(xt, (pad_w0, pad_w1, pad_h0, pad_h1, 0, 0), mode=mode))
+
+
 def frame_causal_attention(state: CausalState, module: nn.Module, q: torch.Tensor, k: torch.Tensor,
                            v: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
     """Scaled dot-product attention where a token sees its own frame and every earlier frame.

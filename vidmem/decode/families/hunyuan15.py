@@ -21,13 +21,12 @@ import functools
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..geometry import TimeMap
 from .base import FamilyAdapter, config_value
-from .causal_cache import (CausalState, causal_time_input, forwards_replaced,
-                           frame_causal_attention)
+from .causal_cache import (CausalState, forwards_replaced, frame_causal_attention,
+                           padded_causal_conv_forward)
 
 
 class HunyuanVideo15Adapter(FamilyAdapter):
@@ -65,7 +64,7 @@ class HunyuanVideo15Adapter(FamilyAdapter):
         replacements: dict[nn.Module, Any] = {}
         for module in self.vae.decoder.modules():
             if isinstance(module, HunyuanVideo15CausalConv3d):
-                replacements[module] = functools.partial(_conv_forward, module, state)
+                replacements[module] = functools.partial(padded_causal_conv_forward, module, state)
             elif isinstance(module, HunyuanVideo15AttnBlock):
                 replacements[module] = functools.partial(_attention_forward, module, state)
             elif (isinstance(module, HunyuanVideo15Upsample) and module.add_temporal_upsample
@@ -75,22 +74,6 @@ class HunyuanVideo15Adapter(FamilyAdapter):
             out = self.vae.decoder(z)
         state.started = True
         return out
-
-
-def _conv_forward(module: nn.Module, state: CausalState, x: torch.Tensor) -> torch.Tensor:
-    """``HunyuanVideo15CausalConv3d.forward`` with the time padding taken from the cache.
-
-    The module pads (W, W, H, H, k_t - 1, 0) in one ``F.pad``; padding time first (from the cache
-    or by the module's own mode) and then space gives the same tensor, since the pad is separable.
-    """
-    pad_w0, pad_w1, pad_h0, pad_h1, pad_t, _ = module.time_causal_padding
-    mode = module.pad_mode
-
-    def pad_first(t: torch.Tensor, n: int) -> torch.Tensor:  # the n frames the module pads with
-        return F.pad(t[:, :, :1], (0, 0, 0, 0, n, 0), mode=mode)[:, :, :n]
-
-    xt = causal_time_input(state, module, x, pad_t + 1, pad_first)
-    return module.conv(F.pad(xt, (pad_w0, pad_w1, pad_h0, pad_h1, 0, 0), mode=mode))
 
 
 def _attention_forward(module: nn.Module, state: CausalState, x: torch.Tensor) -> torch.Tensor:

@@ -49,6 +49,9 @@ class LTXVideoAdapter(FamilyAdapter):
     #: window's last frames lack *future* context; 2 latents of context (9 overlap frames) was
     #: the knee of the PSNR-vs-cost curve at the default 16-frame chunk.
     default_context_latents = 2
+    #: windows inside the clip decode their first latent to all 8 frames, as the full decode
+    #: does, instead of to one image frame: 7 more frames of real context before the cross-fade.
+    continues_windows = True
     default_blend_frames = 64  # capped by the engine at the overlap: "cross-fade all of it"
     # x32: 2 latent px = 64 px. LTX-2 pads reflectively, which needs at least 2 px per side.
     min_tile_latent = 2
@@ -124,8 +127,12 @@ class LTXVideoAdapter(FamilyAdapter):
         if self._injects_noise and self._rng is None:
             self._rng = pinned_rng.capture(z.device)  # once per decode: every piece draws the same maps
         with self._rng if self._rng is not None else contextlib.nullcontext():
-            if state is None:
-                return self.run_decoder(z, temb)
+            if state is None:  # a window: inside the clip, lift the upsamplers' first-frame rule
+                continued = {} if first or not self.continues_windows else {
+                    m: functools.partial(_upsample_forward_continued, m)
+                    for m in self._upsamplers() if m.stride[0] > 1}
+                with forwards_replaced(continued):
+                    return self.run_decoder(z, temb)
             if first:
                 state.frames.clear()
                 state.started = False
