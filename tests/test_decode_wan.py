@@ -31,6 +31,21 @@ def test_chunked_decode_equals_full_decode(vae_and_latents, chunk_frames):
     assert (out - ref).abs().max().item() <= 1e-4
 
 
+def test_a_suspended_decode_leaves_autograd_as_the_caller_had_it(vae_and_latents):
+    """Chunks are decoded without autograd, but the consumer's code between chunks runs with
+    its own grad mode (regression: a half-read decode left autograd off in the whole thread)."""
+    vae, z, _ = vae_and_latents
+    chunks = decode_latents(vae, z, chunk_frames=4, tile_size=0, output_type="pt")
+    first = next(chunks)
+    assert torch.is_grad_enabled() and not first.requires_grad
+    x = torch.ones(2, requires_grad=True)
+    (x * 2).sum().backward()  # the caller's own autograd works while the decode is suspended
+    assert x.grad.tolist() == [2.0, 2.0]
+    rest = list(chunks)
+    assert rest and torch.is_grad_enabled()
+    del chunks
+
+
 def test_frame_count_formula(vae_and_latents):
     vae, z, ref = vae_and_latents
     plan = plan_decode(vae, z, chunk_frames=8, tile_size=0)

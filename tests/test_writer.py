@@ -317,6 +317,34 @@ def test_an_idle_writer_completes_its_chunks_without_more_input(tmp_path):
     assert len(got) == 10 and calls == [6, 10]
 
 
+@pytest.mark.parametrize("lossless", [False, True])
+def test_drained_and_reopened_encoders_keep_every_frame_time(tmp_path, lossless):
+    """Idle pauses between chunks (a slow decode) drain the encoder and open a new one, whose
+    B-frame decode timestamps start below the previous encoder's last ones: the final MP4 still
+    has one frame every 1/fps, in order (regression: a loaded machine gave 144/7 fps for 16)."""
+    frames = smooth_clip(n=9)  # chunks of 4, 4 and 1 frames, as `vidmem render --chunk-frames 4`
+    with VideoWriter(tmp_path / "x.mp4", 16, flush_after=0.02, lossless=lossless) as w:
+        for i in range(0, len(frames), 4):
+            w.write(frames[i:i + 4])
+            deadline = time.monotonic() + 30
+            while w.frames_written < min(i + 4, len(frames)) and time.monotonic() < deadline:
+                time.sleep(0.01)  # idle: the encoder drains; the next chunk opens a new one
+    got, rate = read_video(tmp_path / "x.mp4")
+    assert rate == 16 and len(got) == len(frames)
+    with av.open(str(tmp_path / "x.mp4")) as c:
+        stream = c.streams.video[0]
+        packets = [p for p in c.demux(stream) if p.pts is not None]
+        pts = sorted(round(p.pts * stream.time_base * 16) for p in packets)
+        assert pts == list(range(len(frames)))
+        assert {round(p.duration * stream.time_base * 16) for p in packets} == {1}
+        dts = [p.dts for p in packets]
+        assert dts == sorted(dts) and len(set(dts)) == len(dts)
+    if lossless:
+        assert np.array_equal(got, frames)
+    else:
+        assert psnr(torch.from_numpy(got), torch.from_numpy(frames), 255.0) > 40
+
+
 def test_final_file_has_its_index_first_even_when_the_reservation_is_too_small(tmp_path,
                                                                                monkeypatch,
                                                                                caplog):

@@ -509,6 +509,22 @@ def device_chunks(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan,
         del chunk  # the consumer has it; do not keep it alive while decoding the next
 
 
+_END = object()
+
+
+def _without_grad(items: Iterator) -> Iterator:
+    """``items``, each produced with autograd off; autograd is as the consumer had it while the
+    consumer holds an item. (A ``with torch.no_grad()`` around a ``yield`` would leave autograd
+    off in the consumer's own code for as long as the generator is suspended: grad mode is
+    thread state.)"""
+    while True:
+        with torch.no_grad():
+            item = next(items, _END)
+        if item is _END:
+            return
+        yield item
+
+
 def _stream(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan, output_type: OutputType,
             progress: Callable[[int, int], None] | None,
             split: WorkSplit | None = None) -> Iterator:
@@ -525,35 +541,35 @@ def _stream(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan, output_ty
     try:
         if split is not None:
             split.start(plan, device)
-        with torch.no_grad():
-            for frames, chunk in device_chunks(adapter, z, plan, output_type, split=split,
-                                               conv_workspace=conv_workspace):
-                done += frames
-                release_host_memory()
-                if stager is not None:
-                    # Hand out the previous chunk (its copy ran while this one decoded), then
-                    # start this one's copy, which runs while the next chunk decodes.
-                    if stager.pending:
-                        previous = stager.collect()
-                        if progress is not None:
-                            progress(reported, plan.frames)
-                        yield previous
-                        del previous
-                    stager.submit(chunk)
-                    reported = done
-                    del chunk
-                    continue
-                chunk = chunk.cpu()
-                if progress is not None:
-                    progress(done, plan.frames)
-                yield chunk
-                del chunk  # the consumer has it; do not keep it alive while decoding the next
-            if stager is not None and stager.pending:
-                last_chunk = stager.collect()
-                if progress is not None:
-                    progress(reported, plan.frames)
-                yield last_chunk
-                del last_chunk
+        for frames, chunk in _without_grad(device_chunks(adapter, z, plan, output_type,
+                                                         split=split,
+                                                         conv_workspace=conv_workspace)):
+            done += frames
+            release_host_memory()
+            if stager is not None:
+                # Hand out the previous chunk (its copy ran while this one decoded), then
+                # start this one's copy, which runs while the next chunk decodes.
+                if stager.pending:
+                    previous = stager.collect()
+                    if progress is not None:
+                        progress(reported, plan.frames)
+                    yield previous
+                    del previous
+                stager.submit(chunk)
+                reported = done
+                del chunk
+                continue
+            chunk = chunk.cpu()
+            if progress is not None:
+                progress(done, plan.frames)
+            yield chunk
+            del chunk  # the consumer has it; do not keep it alive while decoding the next
+        if stager is not None and stager.pending:
+            last_chunk = stager.collect()
+            if progress is not None:
+                progress(reported, plan.frames)
+            yield last_chunk
+            del last_chunk
         if split is not None:
             split.finish()
     except GeneratorExit:

@@ -236,7 +236,7 @@ class VideoWriter:
             raise ValueError(f"no frames were written; {str(self.path)!r} was not created")
         try:
             _remux_to_mp4(self.partial_path, self.path, self.rate, self.encoder,
-                          self._frames_queued)
+                          self._frames_queued, self._reorder_delay)
         except Exception as e:
             raise WriterError(f"could not finalize {str(self.path)!r} from "
                               f"{str(self.partial_path)!r}: {e}") from e
@@ -292,6 +292,10 @@ class VideoWriter:
         self._encoder: av.CodecContext | None = None
         self._frames_fed = 0  # frames given to an encoder (the next frame's pts)
         self._packets_out = 0  # packets in the partial file (one per frame, in decode order)
+        # how many packets a frame's packet can come after its frame number (B-frame reordering):
+        # the MP4's decode timestamps are ``packet index - reorder_delay``, which stays monotonic
+        # across encoder restarts, where the encoders' own timestamps overlap
+        self._reorder_delay = 0
         self._pending: deque[int] = deque()  # end frame of each chunk not yet completed
         try:
             while True:
@@ -381,6 +385,8 @@ class VideoWriter:
 
     def _mux(self, packets: list[av.Packet]) -> None:
         for packet in packets:
+            if packet.pts is not None:  # in frames: the encoder's time base is 1/fps
+                self._reorder_delay = max(self._reorder_delay, self._packets_out - packet.pts)
             packet.stream = self._stream
             self._container.mux(packet)
             self._packets_out += 1
@@ -405,27 +411,32 @@ MOOV_BYTES_FIXED = 8192
 
 
 def _remux_to_mp4(source: Path, target: Path, rate: Fraction, encoder_name: str,
-                  frames: int) -> None:
+                  frames: int, reorder_delay: int = 0) -> None:
     """Copy the partial stream's packets into an MP4 with its index at the front (no re-encode),
     then rename it onto ``target``.
 
-    One pass over the packets: timestamps are converted back to frame units (time base
-    ``1/fps``; the transport stream carries them in 90 kHz ticks) and rebased so the first
-    frame is at 0. The index's space is reserved before the data (``moov_size``, from the frame
+    One pass over the packets: presentation timestamps are converted back to frame units (time
+    base ``1/fps``; the transport stream carries them in 90 kHz ticks) and rebased so the first
+    frame is at 0; decode timestamps are the packet's index minus ``reorder_delay`` (the
+    largest lag of a packet behind its frame, counted while writing), not the stream's own:
+    an encoder drained and reopened mid-clip starts its decode timestamps below the previous
+    encoder's last ones, which the MP4 muxer would "fix" by bending the frame durations. The index's space is reserved before the data (``moov_size``, from the frame
     count), which puts it at the front without ``+faststart``'s second pass over the whole file;
     if the estimate were ever too small, the muxer refuses and the copy is redone with
     ``+faststart``.
     """
     reserve = MOOV_BYTES_FIXED + MOOV_BYTES_PER_FRAME * frames
     try:
-        _copy_packets(source, target, rate, encoder_name, {"moov_size": str(reserve)})
+        _copy_packets(source, target, rate, encoder_name, reorder_delay,
+                      {"moov_size": str(reserve)})
     except (av.FFmpegError, OSError) as e:
         log.warning("MP4 index larger than reserved (%s); finalizing with +faststart", e)
-        _copy_packets(source, target, rate, encoder_name, {"movflags": "+faststart"})
+        _copy_packets(source, target, rate, encoder_name, reorder_delay,
+                      {"movflags": "+faststart"})
 
 
 def _copy_packets(source: Path, target: Path, rate: Fraction, encoder_name: str,
-                  mp4_options: dict[str, str]) -> None:
+                  reorder_delay: int, mp4_options: dict[str, str]) -> None:
     # The format is named: a short transport stream (a few frames) is too small to be probed.
     src_format = "ivf" if source.suffix == ".ivf" else "mpegts"
     tmp = target.with_name(target.name + ".tmp" + target.suffix)
@@ -444,14 +455,15 @@ def _copy_packets(source: Path, target: Path, rate: Fraction, encoder_name: str,
             out_stream.time_base = 1 / rate
             to_frames = in_stream.time_base * rate
             first = None
+            index = 0
             for packet in src.demux(in_stream):
                 if packet.pts is None:
                     continue  # the demuxer's end-of-stream marker
                 if first is None:  # the first packet is a keyframe: the smallest pts of its GOP
                     first = packet.pts
-                dts = packet.dts if packet.dts is not None else packet.pts
                 packet.pts = round((packet.pts - first) * to_frames)
-                packet.dts = round((dts - first) * to_frames)
+                packet.dts = index - reorder_delay
+                index += 1
                 packet.duration = 1
                 packet.time_base = 1 / rate
                 packet.stream = out_stream
