@@ -91,7 +91,7 @@ def test_scale_out_commands_run_as_written(tmp_path):
                           capture_output=True, text=True, timeout=1500,
                           env={**env_with_venv(), "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.count("identical") == 2
+    assert proc.stdout.count("identical frames") == 2
     clips = sorted(p.name for p in (tmp_path / "clips").glob("*.mp4"))
     assert clips == ["0000-a-red-fox-in-snow.mp4", "0001-a-lighthouse-at-dusk.mp4"]
     assert len(read_video(tmp_path / "clips" / clips[1])[0]) == 5
