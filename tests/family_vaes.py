@@ -16,3 +16,15 @@ def tiny_ltx_vae(causal=False, inject_noise=False, timestep_conditioning=False):
         decoder_inject_noise=(inject_noise,) * 5, upsample_residual=(False,) * 4,
         upsample_factor=(1,) * 4, timestep_conditioning=timestep_conditioning, patch_size=1,
         patch_size_t=1, encoder_causal=True, decoder_causal=causal).eval()
+
+
+def tiny_hunyuan_vae():
+    """A HunyuanVideo VAE with every block type and GroupNorm over time, 8 channels wide."""
+    from diffusers import AutoencoderKLHunyuanVideo
+
+    torch.manual_seed(0)
+    return AutoencoderKLHunyuanVideo(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=4,
+        down_block_types=("HunyuanVideoDownBlock3D",) * 4,
+        up_block_types=("HunyuanVideoUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8),
+        spatial_compression_ratio=8, temporal_compression_ratio=4).eval()

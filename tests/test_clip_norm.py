@@ -10,17 +10,12 @@ from vidmem import decode_latents, plan_decode
 from vidmem.decode.clip_norm import ClipNormStats
 from vidmem.metrics import psnr, seam_ratio
 
+from family_vaes import tiny_hunyuan_vae
+
 
 @pytest.fixture(scope="module")
 def hunyuan():
-    from diffusers import AutoencoderKLHunyuanVideo
-
-    torch.manual_seed(0)
-    vae = AutoencoderKLHunyuanVideo(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=4,
-        down_block_types=("HunyuanVideoDownBlock3D",) * 4,
-        up_block_types=("HunyuanVideoUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8),
-        spatial_compression_ratio=8, temporal_compression_ratio=4).eval()
+    vae = tiny_hunyuan_vae()
     z = torch.randn(1, 4, 6, 4, 4, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref = vae.decoder(vae.post_quant_conv(z))

@@ -10,18 +10,11 @@ import torch
 from vidmem import decode_latents, plan_decode
 from vidmem.metrics import psnr
 
-from family_vaes import tiny_ltx_vae
+from family_vaes import tiny_hunyuan_vae, tiny_ltx_vae
 
 
 def hunyuan():
-    from diffusers import AutoencoderKLHunyuanVideo
-
-    torch.manual_seed(0)
-    vae = AutoencoderKLHunyuanVideo(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=4,
-        down_block_types=("HunyuanVideoDownBlock3D",) * 4,
-        up_block_types=("HunyuanVideoUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8),
-        spatial_compression_ratio=8, temporal_compression_ratio=4).eval()
+    vae = tiny_hunyuan_vae()
     return vae, 4, lambda z, **kw: vae.decoder(vae.post_quant_conv(z))
 
 
