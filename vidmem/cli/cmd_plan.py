@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .options import (HelpFormatter, UsageError, add_decode_options, budget_or_auto,
-                      check_sizes_for_family, positive_int, resolve_model, whole_clip_norm)
+from .options import (HelpFormatter, UsageError, add_decode_options, add_shape_options,
+                      budget_or_auto, check_sizes_for_family, resolve_model, whole_clip_norm)
 
 EXAMPLES = """examples:
   vidmem plan --budget 8GiB --device cuda              # the built-in tiny Wan pipeline
@@ -33,13 +33,7 @@ def add_parser(sub: Any) -> None:
                          "built-in tiny Wan pipeline); only configs are read, no weights")
     pl.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
                     help="the dtype the pipeline would be loaded in (default: as saved)")
-    pl.add_argument("--num-frames", type=positive_int, default=None,
-                    help="frames of the render (Wan, CogVideoX, HunyuanVideo: 4k+1; LTX: 8k+1; "
-                         "Mochi: 6k+1); default: 17 for tiny pipelines, else the pipeline's own")
-    pl.add_argument("--height", type=positive_int, default=None,
-                    help="default: 64 for tiny pipelines, else the pipeline's own")
-    pl.add_argument("--width", type=positive_int, default=None,
-                    help="default: 96 for tiny pipelines, else the pipeline's own")
+    add_shape_options(pl, "frames of the render")
     pl.add_argument("--budget", required=True,
                     help="device memory for the render, e.g. 8GiB, 6GB, 500MiB, or bytes; "
                          "'auto': the CUDA device's free memory minus a margin (5%% of it, at "

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from .options import (TINY_STEPS, HelpFormatter, UsageError, add_decode_options,
-                      add_memory_breakdown_option,
+                      add_memory_breakdown_option, add_shape_options,
                       budget_or_auto, check_sizes_for_family, positive_float, positive_int,
                       resolve_model, whole_clip_norm)
 from .progress import Progress
@@ -52,13 +52,7 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--image", default=None, metavar="PATH",
                    help="conditioning image for image-to-video pipelines (SVD, Wan I2V, ...; "
                         "default: none)")
-    r.add_argument("--num-frames", type=positive_int, default=None,
-                   help="frames to generate (Wan, CogVideoX, HunyuanVideo: 4k+1; LTX: 8k+1; "
-                        "Mochi: 6k+1); default: 17 for tiny pipelines, else the pipeline's own")
-    r.add_argument("--height", type=positive_int, default=None,
-                   help="default: 64 for tiny pipelines, else the pipeline's own")
-    r.add_argument("--width", type=positive_int, default=None,
-                   help="default: 96 for tiny pipelines, else the pipeline's own")
+    add_shape_options(r, "frames to generate")
     r.add_argument("--steps", type=positive_int, default=None,
                    help=f"denoising steps (default: the pipeline's own, e.g. 50 for "
                         f"WanPipeline; {TINY_STEPS} for the tiny pipelines)")

@@ -98,6 +98,19 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the examples' line breaks."""
 
 
+def add_shape_options(p: argparse.ArgumentParser, frames_are: str) -> None:
+    """``--num-frames``, ``--height``, ``--width``: the clip's size, shared by ``render`` and
+    ``plan`` so both accept (and default) exactly the same sizes. ``frames_are``: what the frame
+    count means to this command, for its help."""
+    p.add_argument("--num-frames", type=positive_int, default=None,
+                   help=f"{frames_are} (Wan, CogVideoX, HunyuanVideo: 4k+1; LTX: 8k+1; "
+                        f"Mochi: 6k+1); default: 17 for tiny pipelines, else the pipeline's own")
+    p.add_argument("--height", type=positive_int, default=None,
+                   help="default: 64 for tiny pipelines, else the pipeline's own")
+    p.add_argument("--width", type=positive_int, default=None,
+                   help="default: 96 for tiny pipelines, else the pipeline's own")
+
+
 def add_decode_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("decode tiling (pixels and pixel frames)")
     g.add_argument("--chunk-frames", type=positive_int, default=None,
