@@ -8,7 +8,8 @@ quality per VAE family on tiny configs (``bench_quality``) and on the published 
 (``bench_quality_published``: the quality headline), simulated vs measured stage peaks for
 offload plans (``bench_plan``; its GPU columns with ``--device cuda``), and with ``--device
 cuda`` the offload comparison (``bench_offload``: diffusers' offload levers vs vidmem plans, peak
-device memory and time). Scale-out (``bench_distributed``: one decode split over 1, 2, ... ranks,
+device memory and time) and latents to MP4 on the GPU with the real Wan 2.1 VAE
+(``bench_gpu_decode``). Scale-out (``bench_distributed``: one decode split over 1, 2, ... ranks,
 and a batch of clips over 1, 2, ... ranks, each a ``torchrun`` job) runs in the full run only:
 its jobs take minutes even at the smallest sizes.
 
@@ -26,8 +27,8 @@ import platform
 import sys
 from pathlib import Path
 
-from . import (bench_decode, bench_distributed, bench_e2e, bench_offload, bench_plan, bench_quality,
-               bench_quality_published, bench_writer)
+from . import (bench_decode, bench_distributed, bench_e2e, bench_gpu_decode, bench_offload,
+               bench_plan, bench_quality, bench_quality_published, bench_writer)
 from .common import plot_rss_vs_frames
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                   help="cuda adds the offload benchmark (needs a CUDA device)")
+                   help="cuda adds the offload and GPU decode benchmarks (needs a CUDA device)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -79,6 +80,9 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if args.device == "cuda":
         results["offload"] = bench_offload.main(quick + ["--out", str(args.out / "offload.json")])
+        results["gpu_decode"] = bench_gpu_decode.main(
+            (["--frames", "17", "33", "--height", "240", "--width", "416"] if args.quick else [])
+            + ["--out", str(args.out / "gpu_decode.json")])
     if not args.quick:  # several torchrun jobs: minutes even at the smallest sizes
         scale = ["--out", str(args.out / "distributed.json")]
         if args.device == "cuda":

@@ -65,3 +65,21 @@ def test_quick_benchmarks_run_and_write_results(tmp_path):
         return
     assert (tmp_path / "e2e_rss.png").stat().st_size > 0
 
+
+
+def test_the_gpu_decode_benchmark_cases_run_on_cpu(tmp_path):
+    """bench_gpu_decode's three cases (the real Wan 2.1 VAE; CUDA in the benchmark) run here on
+    the CPU at a toy size, so the GPU script does not rot between GPU sessions."""
+    import av
+
+    from benchmarks import bench_gpu_decode
+
+    rows = [bench_gpu_decode.run_case(case, 5, 32, 48, "float32", tmp_path / f"{case}.mp4",
+                                      device="cpu")
+            for case in bench_gpu_decode.CASES]
+    for row in rows:
+        assert row["frames"] == 5 and row["file_bytes"] > 0 and row["peak_rss"] > 0
+        with av.open(str(tmp_path / f"{row['case']}.mp4")) as f:
+            assert sum(1 for _ in f.decode(video=0)) == 5
+    assert "untiled" in rows[2]["plan"] and "decode" in rows[2]["stage_seconds"]
+    assert bench_gpu_decode.table(rows).count("\n") == len(rows) + 1  # header, rule, rows

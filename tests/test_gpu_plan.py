@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import vidmem
+from benchmarks.bench_plan import model_offload_budget
 from vidmem.offload import plan_offload
 from vidmem.offload.measure import cuda_decode_peak, cuda_stage_peaks
 from vidmem.offload.simulate import CUDA_CONTEXT_BYTES
@@ -43,10 +44,8 @@ def test_a_render_under_a_plan_stays_within_its_budget(tmp_path):
     tiny.set_progress_bar_config(disable=True)
     size = dict(num_frames=33, height=128, width=192)
     reference = plan_offload(tiny, "8GiB", device="cuda", **size)
-    t = reference.component("transformer")
-    budget = (reference.overhead_bytes + t.weights_bytes + t.activation_bytes
-              + reference.component("vae").activation_bytes)
-    plan = plan_offload(tiny, budget, device="cuda", activations_from=reference)
+    plan = plan_offload(tiny, model_offload_budget(reference), device="cuda",
+                        activations_from=reference)
     assert "model" in {c.strategy for c in plan.components}
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()

@@ -175,3 +175,50 @@ def test_planner_prefetches_only_within_the_budget():
     assert {c.name: c.strategy for c in no_room.components} == strategy
     assert all(c.prefetch is None for c in no_room.components)
     assert no_room.predicted_peak_bytes <= no_room.budget_bytes
+
+
+def test_block_streaming_is_installed_where_the_block_list_is():
+    """diffusers' block-level group offloading groups only the ModuleList children of the module
+    it is given and loads every other child whole: installed on a T5 or CLIP text encoder (whose
+    layers sit one level down) it loaded the whole encoder at once (an H200 measured 11.7 GB for
+    a 7.8 GB budget). vidmem installs it on the block list's parent and moves what lies outside
+    that parent (CLIP's embeddings and final norm) in and out as a stage of its own."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from vidmem.offload.apply import HostCopy, block_list_parent
+
+    pipe = vidmem.tiny_pipeline("wan", seed=0)
+    umt5 = pipe.text_encoder
+    assert block_list_parent(umt5) is umt5.encoder
+    # umt5's only tensor outside the encoder is the embedding the encoder shares: nothing else
+    assert HostCopy(umt5, pin=False, exclude=umt5.encoder).tensors == []
+    assert block_list_parent(pipe.transformer) is pipe.transformer  # blocks are direct children
+    clip = CLIPTextModel(CLIPTextConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
+                                        num_hidden_layers=3, num_attention_heads=2))
+    text = getattr(clip, "text_model", clip)  # transformers 5 dropped the text_model level
+    parent = block_list_parent(clip)
+    assert parent is text.encoder
+    outside = {id(t) for t in HostCopy(clip, pin=False, exclude=parent).tensors}
+    expected = [text.embeddings, text.final_layer_norm]
+    assert outside == {id(t) for m in expected for t in list(m.parameters()) + list(m.buffers())}
+
+
+def test_a_streamed_component_moves_its_outside_part_per_stage(pipe):
+    """A plan that streams the text encoder's blocks: its parts outside the block list's parent
+    (a stand-in projection here) come in for its stage and leave for the next, and the frames
+    are those of the unplanned pipeline."""
+    expected = pipe(**CALL, generator=torch.Generator().manual_seed(0), output_type="np").frames
+    te = pipe.text_encoder
+    te.extra = torch.nn.Linear(4, 4)  # outside te.encoder, unused by the forward
+    plan = plan_offload(pipe, sum(sizes(pipe).values()) * 2, device="cuda", reserve=1)
+    streamed = plan.component("text_encoder")  # two tiny blocks: the planner would not stream
+    streamed.strategy, streamed.blocks_per_group = "blocks", 1
+    applied = plan.apply(pipe, simulate=True)
+    got = pipe(**CALL, generator=torch.Generator().manual_seed(0), output_type="np").frames
+    applied.prepare_for_decode()
+    applied.remove()
+    events = applied.events
+    assert ("stream-blocks", "text_encoder") in events
+    start = events.index(("onload", "text_encoder"))
+    assert ("offload", "text_encoder") in events[start:]
+    assert np.array_equal(got, expected)

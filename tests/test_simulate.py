@@ -62,30 +62,76 @@ def test_weights_and_inputs_are_not_counted_and_meta_modules_work(wan):
     assert all(p.device.type == "cpu" for p in wan.transformer.parameters())  # untouched
 
 
-def test_attention_counts_output_and_logsumexp_never_the_score_matrix():
-    """One SDPA call on the CUDA target, bf16, 16k tokens: output + float32 log-sum-exp, where
-    a materialized score matrix would be 2 * 16384^2 bytes per head."""
+class _Attention(torch.nn.Module):
+    def forward(self, q, k, v, mask=None):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                                scale=1.0)
 
-    class Attention(torch.nn.Module):
-        def forward(self, q, k, v):
-            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+@pytest.fixture
+def hopper(monkeypatch):
+    """The CUDA rules for an H100/H200 (sm90, 132 SMs), whatever GPU this machine has."""
+    from vidmem.offload import kernel_rules
+
+    monkeypatch.setattr(kernel_rules, "cuda_traits", lambda: ((9, 0), 132))
+
+
+def test_attention_counts_output_and_logsumexp_never_the_score_matrix(hopper, monkeypatch):
+    """One SDPA call on the CUDA target, bf16, 16k tokens: cuDNN (sm90) or flash (older GPUs)
+    keep the output (flash: plus a float32 log-sum-exp), where a materialized score matrix would
+    be 2 * 16384^2 bytes per head."""
+    from vidmem.offload import kernel_rules
 
     b, h, n, d = 1, 8, 16384, 128
     q = torch.empty(b, h, n, d, dtype=torch.bfloat16, device="meta")
-    result = simulate_call(Attention(), (q, q, q), target="cuda")
     out = b * h * n * d * 2
-    lse = b * h * n * 4
+    result = simulate_call(_Attention(), (q, q, q), target="cuda")
     assert result.end_bytes == out
-    assert result.peak_bytes == out + lse
+    assert result.peak_bytes == out + 3 * 512  # cuDNN: the output and its seed/offset tensors
+    monkeypatch.setattr(kernel_rules, "cuda_traits", lambda: ((8, 0), 108))  # an A100: flash
+    result = simulate_call(_Attention(), (q, q, q), target="cuda")
+    assert result.peak_bytes == out + b * h * n * 4 + 2 * 512  # + log-sum-exp, RNG state
     assert result.peak_bytes < h * n * n * 2 / 100
-    # head dims that are not a multiple of 8 are padded for flash attention (copies of q, k, v)
-    q12 = torch.empty(b, h, 1024, 12, dtype=torch.bfloat16, device="meta")
-    padded = simulate_call(Attention(), (q12, q12, q12), target="cuda")
-    assert padded.peak_bytes == 3 * (h * 1024 * 16 * 2) + h * 1024 * 16 * 2 + h * 1024 * 4
     # float32 goes to the memory-efficient kernel: no log-sum-exp without autograd
     q32 = torch.empty(b, h, 1024, d, device="meta")
-    assert simulate_call(Attention(), (q32, q32, q32), target="cuda").peak_bytes == \
+    assert simulate_call(_Attention(), (q32, q32, q32), target="cuda").peak_bytes == \
         h * 1024 * d * 4
+
+
+# The numbers below were measured with torch.cuda.memory_allocated around each aten op on an
+# NVIDIA H200 (torch 2.11, transformers 5.17; vidmem's GPU session of 2026-11-26,
+# benchmarks/RESULTS.md "GPU"), for the same shapes, strides and dtypes.
+
+
+def test_a_small_flash_attention_counts_its_split_kv_partials(hopper):
+    """Wan's tiny transformer: head dim 12 (padded to 16 for flash), 2 heads, 864 tokens. Too
+    few blocks to fill 132 SMs, so flash splits the keys 4 ways with float32 partial results:
+    1,141,760 bytes at the peak on the H200 (pads, output, log-sum-exp, RNG state, partials)."""
+    q = torch.empty(1, 864, 2, 12, dtype=torch.bfloat16, device="meta").permute(0, 2, 1, 3)
+    result = simulate_call(_Attention(), (q, q, q), target="cuda")
+    assert result.peak_bytes == 1_141_760
+
+
+def test_a_strided_mask_sends_attention_to_the_math_path(hopper):
+    """umt5-xxl's attention with a position-bias mask whose last dimension is strided (what
+    transformers 5.17's T5 encoders pass): no fused kernel takes it, so PyTorch upcasts q, k, v
+    to float32 and materializes the scores. Measured: 184,582,656 bytes above the inputs; a
+    contiguous mask goes to cuDNN (output only)."""
+    base = torch.empty(1, 512, 64, 64, dtype=torch.bfloat16, device="meta")
+    q = base.transpose(1, 2)
+    bias = torch.empty(512, 512, 64, dtype=torch.bfloat16, device="meta").permute(2, 0, 1)[None]
+    math_path = simulate_call(_Attention(), (q, q, q, bias), target="cuda")
+    assert abs(math_path.peak_bytes - 184_582_656) <= 1024
+    contiguous = simulate_call(_Attention(), (q, q, q, bias.contiguous()), target="cuda")
+    assert contiguous.peak_bytes == 64 * 512 * 64 * 2 + 3 * 512
+
+
+def test_the_flash_split_heuristic_matches_flash_attention_2():
+    from vidmem.offload.kernel_rules import _flash_num_splits
+
+    assert _flash_num_splits(2, 864, 864, 16, 132) == 4  # the case above
+    assert _flash_num_splits(8, 16384, 16384, 128, 132) == 1  # enough blocks to fill the GPU
+    assert _flash_num_splits(1, 64, 4096, 64, 132) > 1
 
 
 def five_layer_copy(module):

@@ -39,6 +39,27 @@ def test_one_staging_buffer_is_reused_and_chunks_are_owned():
                                                                                dtype=torch.uint8))
 
 
+def test_a_stager_sized_from_the_plan_never_grows():
+    """The decode sizes the one staging buffer from its plan up front: every chunk a decode
+    hands out fits it (with and without cross-fading windows), so it is allocated once."""
+    import vidmem
+    from vidmem.decode.stream import _largest_chunk_bytes
+    from vidmem.tiny import tiny_wan_vae
+
+    vae = tiny_wan_vae(0)
+    z = torch.randn(1, 16, 9, 8, 12, generator=torch.Generator().manual_seed(0))
+    for options in ({"chunk_frames": 8}, {"chunk_frames": 2}, {"chunk_frames": 3,
+                                                                 "overlap_frames": 2}):
+        plan = vidmem.plan_decode(vae, z, **options)
+        stager = HostStager("cpu", capacity=_largest_chunk_bytes(plan))
+        chunks = list(vidmem.decode_latents(vae, z, **options))
+        assert sum(len(c) for c in chunks) == plan.frames
+        for chunk in chunks:
+            stager.submit(chunk.contiguous())
+            stager.collect()
+        assert stager.allocations == 1, options
+
+
 def test_staging_protocol_errors():
     stager = HostStager("cpu")
     with pytest.raises(RuntimeError, match="nothing submitted"):

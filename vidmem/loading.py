@@ -221,7 +221,10 @@ def load_pipeline_skeleton(model: str, dtype: torch.dtype | None = None):
             module = _component_skeleton(model, name, spec, diffusers, transformers,
                                          init_empty_weights)
             if module is not None:
-                components[name] = module.to(dtype) if dtype is not None else module
+                module = module.to(dtype) if dtype is not None else module
+                # as from_pretrained returns them: in eval mode (dropout off), or a simulated
+                # text encoder would count dropout masks that inference never makes
+                components[name] = module.eval() if isinstance(module, torch.nn.Module) else module
     finally:
         diffusers.utils.logging.set_verbosity(verbosity)
     return PipelineSkeleton(class_name, components, source=model, index=index)

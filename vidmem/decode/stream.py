@@ -525,13 +525,21 @@ def _without_grad(items: Iterator) -> Iterator:
         yield item
 
 
+def _largest_chunk_bytes(plan: DecodePlan, channels: int = 3) -> int:
+    """uint8 bytes of the largest chunk ``plan`` hands out: its most frames (a cross-fade may
+    move up to ``blend_frames`` into the next chunk) times the frame size."""
+    frames = max(plan.chunk_frames, default=0) + plan.blend_frames
+    return frames * plan.height * plan.width * channels
+
+
 def _stream(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan, output_type: OutputType,
             progress: Callable[[int, int], None] | None,
             split: WorkSplit | None = None) -> Iterator:
     device, _ = _vae_device_dtype(adapter.vae)
     # CUDA uint8 chunks reach the host through one reused pinned buffer, each copy overlapped
     # with the next chunk's decode; elsewhere chunks are handed out as they are made.
-    stager = HostStager(device) if device.type == "cuda" and output_type == "uint8" else None
+    stager = (HostStager(device, capacity=_largest_chunk_bytes(plan))
+              if device.type == "cuda" and output_type == "uint8" else None)
     reported = 0
     conv_workspace = None
     if device.type == "cpu":  # host memory is where a CPU decode peaks

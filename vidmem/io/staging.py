@@ -25,7 +25,9 @@ class HostStager:
     """One chunk in flight from ``device`` to the host at a time: :meth:`submit`, then
     :meth:`collect` before the next :meth:`submit`."""
 
-    def __init__(self, device: torch.device | str):
+    def __init__(self, device: torch.device | str, capacity: int = 0):
+        """``capacity``: bytes of the largest chunk expected (the decode plan knows it), so the
+        one buffer is allocated up front at its final size; a larger chunk still grows it."""
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         self._buffer: torch.Tensor | None = None  # flat uint8 host buffer, reused
@@ -33,6 +35,13 @@ class HostStager:
         self._pending: tuple[torch.Tensor, torch.Tensor, object] | None = None
         #: how many times the host buffer was allocated (1 for a clip whose chunks never grow).
         self.allocations = 0
+        if capacity > 0:
+            self._allocate(capacity)
+
+    def _allocate(self, n: int) -> None:
+        self._buffer = None  # drop the old one first: only one buffer exists at a time
+        self._buffer = torch.empty(n, dtype=torch.uint8, pin_memory=self.cuda)
+        self.allocations += 1
 
     @property
     def pending(self) -> bool:
@@ -46,9 +55,7 @@ class HostStager:
     def _staging_view(self, chunk: torch.Tensor) -> torch.Tensor:
         n = chunk.numel()
         if self._buffer is None or self._buffer.numel() < n:
-            self._buffer = None  # drop the old one first: only one buffer exists at a time
-            self._buffer = torch.empty(n, dtype=torch.uint8, pin_memory=self.cuda)
-            self.allocations += 1
+            self._allocate(n)
         return self._buffer[:n].view(chunk.shape)
 
     def submit(self, chunk: torch.Tensor) -> None:

@@ -11,7 +11,10 @@
   ``execution_device``) keeps diffusers' ``_execution_device`` and ``vae.decode``'s
   ``apply_forward_hook`` working unchanged.
 * ``blocks`` components use diffusers' group offloading (block level, CUDA-stream prefetch of the
-  next group) rather than a rewrite of it.
+  next group) rather than a rewrite of it, installed on the module that holds the block list
+  (:func:`block_list_parent`: a T5 or CLIP text encoder's layers sit one level down, and diffusers
+  groups only the module's own ``ModuleList`` children). Whatever lies outside that module moves
+  in and out with the component's stage, like a ``model`` component.
 * components the plan stores in float8 (``ComponentPlan.fp8``, only with ``allow_fp8``) get
   diffusers' layerwise casting first (:func:`vidmem.offload.fp8.apply_fp8_storage`), so their host
   copies, transfers and device copies are float8; this stays after :meth:`AppliedPlan.remove`
@@ -35,7 +38,7 @@ from typing import Any, Callable
 
 import torch
 
-from .plan import OffloadPlan, offload_sequence
+from .plan import OffloadPlan, find_block_list, offload_sequence
 
 log = logging.getLogger("vidmem")
 _warned_no_device = False
@@ -53,6 +56,22 @@ def _host_ram_bytes() -> int:
         return 0
 
 
+def _tensors(module: torch.nn.Module) -> list[torch.Tensor]:
+    return list(module.parameters()) + list(module.buffers())
+
+
+def block_list_parent(module: torch.nn.Module) -> torch.nn.Module:
+    """The module whose direct child is ``module``'s block list (:func:`find_block_list`):
+    where block-level group offloading must be installed, since diffusers' version groups only
+    the ``ModuleList`` children of the module it is given and loads every other child whole
+    (installed on umt5's ``UMT5EncoderModel``, whose blocks sit in ``encoder.block``, it would
+    load all 11 GB at once)."""
+    found = find_block_list(module)
+    if found is None or "." not in found[0]:
+        return module
+    return module.get_submodule(found[0].rpartition(".")[0])
+
+
 class HostCopy:
     """A component's weights kept on the host (pinned when asked), with device copies on demand.
 
@@ -61,18 +80,25 @@ class HostCopy:
     swaps each tensor's ``.data`` back to it, and moving in copies from pinned memory
     asynchronously (optionally on a side stream)."""
 
-    def __init__(self, module: torch.nn.Module, pin: bool):
-        seen: set[int] = set()
+    def __init__(self, module: torch.nn.Module, pin: bool,
+                 exclude: torch.nn.Module | None = None):
+        """``exclude``: a submodule whose tensors are not part of this copy (they are moved by
+        someone else: block streaming)."""
+        seen: set[int] = {id(t) for t in _tensors(exclude)} if exclude is not None else set()
         self.tensors: list[torch.Tensor] = []
-        for t in list(module.parameters()) + list(module.buffers()):
+        for t in _tensors(module):
             if id(t) not in seen:
                 seen.add(id(t))
                 self.tensors.append(t)
         self.host = []
         for t in self.tensors:
             data = t.data.to("cpu")
-            self.host.append(data.pin_memory() if pin else data)
-        self.to_host()
+            host = data.pin_memory() if pin else data
+            self.host.append(host)
+            # swap each tensor as soon as its copy exists: the pageable original is freed one
+            # tensor at a time, so pinning a component never holds two copies of all of it
+            # (an H200 run of a 14 GB pipeline with model offload peaked at 27.5 GB of host RAM)
+            t.data = host
 
     def to_device(self, device: torch.device, stream: Any = None) -> None:
         import contextlib
@@ -155,7 +181,9 @@ class AppliedPlan:
         next one (if the plan says so) prefetched."""
         if not self.active or self._current == name:
             return
-        if self._current is not None and self.plan.component(self._current).strategy == "model":
+        # ``model`` components, and the parts of ``blocks`` components outside their streamed
+        # block lists, have host copies: the previous stage's leaves, this one's comes in
+        if self._current is not None and self._current in self._host:
             self._move(self._current, "offload")
         if name in self._prefetched:
             event = self._prefetched.pop(name)
@@ -163,7 +191,7 @@ class AppliedPlan:
                 torch.cuda.current_stream(self.device).wait_event(event)
                 self._host[name].used_by_current_stream()
             self._record("onload", name)
-        else:
+        elif name in self._host:
             self._move(name, "onload")
         self._current = name
         nxt = self.plan.component(name).prefetch
@@ -180,7 +208,8 @@ class AppliedPlan:
                 self._host[name].to_host()
                 self._record("offload", name)
         if self._current is not None and self._current != vae_name:
-            self._move(self._current, "offload")
+            if self._current in self._host:
+                self._move(self._current, "offload")
             self._current = None
         if vae_name in self.modules and self.plan.component(vae_name).strategy == "model":
             self.activate(vae_name)
@@ -274,11 +303,18 @@ def apply_plan(pipe: Any, plan: OffloadPlan, *, simulate: bool = False,
             add_hook_to_module(module, _make_hook(applied, c.name))
             applied._hooked.append(module)
         else:  # blocks: diffusers' group offloading, with stream prefetch on CUDA
+            parent = block_list_parent(module)
             if device.type == "cuda":
                 from diffusers.hooks import apply_group_offloading
 
-                apply_group_offloading(module, onload_device=device, offload_device="cpu",
+                apply_group_offloading(parent, onload_device=device, offload_device="cpu",
                                        offload_type="block_level",
                                        num_blocks_per_group=c.blocks_per_group, use_stream=True)
             applied._record("stream-blocks", c.name)
+            if parent is not module:  # what lies outside the block list's parent: a stage
+                outside = HostCopy(module, pin=False, exclude=parent)
+                if outside.tensors:
+                    applied._host[c.name] = outside
+                    add_hook_to_module(module, _make_hook(applied, c.name))
+                    applied._hooked.append(module)
     return applied
