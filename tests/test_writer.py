@@ -369,3 +369,51 @@ def test_final_file_has_its_index_first_even_when_the_reservation_is_too_small(t
 def test_flush_after_must_be_non_negative(tmp_path):
     with pytest.raises(ValueError, match="flush_after"):
         VideoWriter(tmp_path / "x.mp4", 16, flush_after=-1)
+
+
+def test_two_processes_never_write_one_file(tmp_path):
+    """A writer holds its output's lock: a writer of the same path in another process fails at
+    once, naming the holder; once the holder dies (SIGKILL here), the path can be written."""
+    from vidmem.outputs import OutputInUse
+
+    out = tmp_path / "shared.mp4"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time, numpy as np\n"
+         "from vidmem.io.writer import VideoWriter\n"
+         f"w = VideoWriter({str(out)!r}, fps=8)\n"
+         "w.write(np.zeros((2, 16, 16, 3), np.uint8))\n"
+         "print('ready', flush=True)\n"
+         "time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(OutputInUse, match=f"pid {holder.pid}"):
+            VideoWriter(out, fps=8)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with VideoWriter(out, fps=8) as w:
+        w.write(np.zeros((3, 16, 16, 3), np.uint8))
+    assert out.exists() and not (tmp_path / "shared.mp4.lock").exists()
+
+
+def test_float_frames_convert_exactly_frame_by_frame():
+    """The frame-by-frame conversion of float frames equals rint(clip(x, 0, 1) * 255) in every
+    float dtype (including half-way values and out-of-range ones), and a NaN or inf anywhere is
+    refused."""
+    from vidmem.io.frames import to_uint8_frames
+
+    rng = np.random.default_rng(0)
+    for dtype in (np.float16, np.float32, np.float64):
+        x = (rng.random((3, 8, 10, 3)) * 1.4 - 0.2).astype(dtype)
+        x[0, 0, :3, 0] = np.array([0.5, 1.5, 254.5]) / 255  # rounding ties
+        x[1, 0, 0, 0] = 1e30 if dtype != np.float16 else 6e4  # overflows to inf when scaled
+        expected = np.rint(np.clip(x.astype(np.float64) if dtype == np.float64 else x, 0.0, 1.0)
+                           * 255.0).astype(np.uint8)
+        assert np.array_equal(to_uint8_frames(x), expected), dtype
+    for bad in (np.nan, np.inf, -np.inf):
+        x = np.zeros((2, 4, 4, 3), np.float32)
+        x[1, 2, 3, 1] = bad
+        with pytest.raises(ValueError, match="NaN or inf"):
+            to_uint8_frames(x)

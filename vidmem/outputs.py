@@ -15,7 +15,8 @@ denoising, when the checkpoint cannot be written.
   time, command). A second claim of the same video fails at once with :class:`OutputInUse`,
   naming the holder. The kernel drops the lock when its process dies, even by SIGKILL, so a
   crashed run never blocks the next one. Within one process the claim is re-entrant (``render``
-  claims, then the writer claims the same file again).
+  claims, then the writer takes the same lock again: :class:`OutputLock`, which a
+  :class:`~vidmem.io.writer.VideoWriter` used on its own takes too).
 * **Nothing replaced unasked.** An existing video, kept latents, or a partial stream from an
   earlier run are refused (:class:`OutputExists`, naming each file and, for latents, the
   ``vidmem decode`` command that resumes them) unless ``overwrite=True``. A resume
@@ -208,6 +209,54 @@ def _holder_info() -> dict[str, Any]:
             if sys.argv and sys.argv[0] else ""}
 
 
+class OutputLock:
+    """This process's exclusive hold on ``video`` (the lock file :class:`OutputClaim` takes,
+    without its checks): what :class:`~vidmem.io.writer.VideoWriter` takes, so two processes
+    never write one file even when neither goes through ``render``. Re-entrant within the
+    thread that holds it; another process (or thread) gets :class:`OutputInUse`."""
+
+    def __init__(self, video: str | os.PathLike):
+        self.files = OutputFiles(Path(video))
+        self._lock: _Lock | None = None
+
+    @property
+    def holds(self) -> int:
+        """How many holds this process has on the video (0: none by this object)."""
+        return self._lock.count if self._lock is not None else 0
+
+    def acquire(self) -> OutputLock:
+        key = self.files.lock.resolve()
+        with _held_guard:
+            lock = _held.get(key)
+            if lock is not None and lock.thread != threading.get_ident():
+                raise OutputInUse(f"{self.files.video.name} is being written by another thread "
+                                  f"of this process; wait for it to finish or choose another "
+                                  f"output")
+            if lock is None:
+                lock = _Lock(self.files.lock)
+                try:
+                    lock.acquire(_holder_info())
+                except PermissionError as e:
+                    raise OutputError(f"cannot write in {str(self.files.video.parent)!r} "
+                                      f"({e.strerror}); choose a writable directory") from None
+                _held[key] = lock
+            lock.count += 1
+            self._lock = lock
+        return self
+
+    def release(self) -> None:
+        """Give up this hold (the process's last release drops the lock)."""
+        if self._lock is None:
+            return
+        key = self.files.lock.resolve()
+        with _held_guard:
+            lock, self._lock = self._lock, None
+            lock.count -= 1
+            if lock.count == 0:
+                lock.release()
+                _held.pop(key, None)
+
+
 class OutputClaim:
     """This run's ownership of a video and its side files; see the module docstring.
 
@@ -230,7 +279,7 @@ class OutputClaim:
         self.overwrite = overwrite
         self.resume = resume
         self.checkpoint_bytes = checkpoint_bytes
-        self._lock: _Lock | None = None
+        self._lock: OutputLock | None = None
         #: a partial stream of an earlier run that this run replaces (reported by the caller).
         self.replaced_partials: list[tuple[Path, int]] = []
 
@@ -239,22 +288,7 @@ class OutputClaim:
         return self.files.video
 
     def acquire(self) -> OutputClaim:
-        key = self.files.lock.resolve()
-        with _held_guard:
-            lock = _held.get(key)
-            if lock is not None and lock.thread != threading.get_ident():
-                raise OutputInUse(f"{self.video.name} is being written by another thread of this "
-                                  f"process; wait for it to finish or choose another output")
-            if lock is None:
-                lock = _Lock(self.files.lock)
-                try:
-                    lock.acquire(_holder_info())
-                except PermissionError as e:
-                    raise OutputError(f"cannot write in {str(self.video.parent)!r} ({e.strerror}); "
-                                      f"choose a writable directory") from None
-                _held[key] = lock
-            lock.count += 1
-            self._lock = lock
+        self._lock = OutputLock(self.video).acquire()
         try:
             self._check_existing()
             self._check_writable()
@@ -266,15 +300,9 @@ class OutputClaim:
     def release(self) -> None:
         """Give up the claim (the last release of this process drops the lock)."""
         self.release_reservation()
-        if self._lock is None:
-            return
-        key = self.files.lock.resolve()
-        with _held_guard:
-            lock, self._lock = self._lock, None
-            lock.count -= 1
-            if lock.count == 0:
-                lock.release()
-                _held.pop(key, None)
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def release_reservation(self) -> None:
         """Free the space held for the checkpoint (call right before writing it)."""
@@ -292,7 +320,7 @@ class OutputClaim:
     # --- checks ----------------------------------------------------------------------------
     def _check_existing(self) -> None:
         files = self.files
-        if self._lock is not None and self._lock.count > 1:
+        if self._lock is not None and self._lock.holds > 1:
             return  # this process already claimed (and checked) the video
         problems = []
         if files.video.exists() and not self.overwrite:

@@ -43,6 +43,7 @@ import av
 import numpy as np
 
 from ..memory import release_host_memory
+from ..outputs import OutputLock
 from .frames import to_uint8_frames
 
 log = logging.getLogger("vidmem")
@@ -134,6 +135,11 @@ class VideoWriter:
     odd widths/heights are padded by one pixel, replicating the last column/row (the file is
     then one pixel larger); lossless RGB needs no padding. All frames must share one size.
 
+    While open, the writer holds ``path``'s output lock (``clip.mp4.lock`` beside it,
+    :class:`vidmem.outputs.OutputLock`): a writer (or a render) of the same path in another
+    process fails at once with :class:`vidmem.outputs.OutputInUse` instead of interleaving its
+    frames with these. The lock goes at ``close``/``abort`` or when the process dies.
+
     A chunk that fails validation raises ``ValueError``/``TypeError`` in the caller, nothing of
     it is written, and the writer stays usable. An encoder failure raises :class:`WriterError`
     at the next ``write``/``close``; the writer is then failed: ``close`` removes nothing but
@@ -198,6 +204,8 @@ class VideoWriter:
         self.frames_written = 0
         self.bytes_written = 0
         self._closed = False
+        # no other process writes this file meanwhile (re-entrant: render has claimed it)
+        self._output_lock = OutputLock(self.path).acquire()
         self._thread = threading.Thread(target=self._encode_loop, name="vidmem-writer", daemon=True)
         self._thread.start()
 
@@ -229,25 +237,31 @@ class VideoWriter:
         if self._closed:
             return self.path
         self._closed = True
-        self._stop_thread()
-        self._raise_if_failed()
-        if self._frames_queued == 0:
-            self._remove_partial()
-            raise ValueError(f"no frames were written; {str(self.path)!r} was not created")
         try:
-            _remux_to_mp4(self.partial_path, self.path, self.rate, self.encoder,
-                          self._frames_queued, self._reorder_delay)
-        except Exception as e:
-            raise WriterError(f"could not finalize {str(self.path)!r} from "
-                              f"{str(self.partial_path)!r}: {e}") from e
-        self._remove_partial()
+            self._stop_thread()
+            self._raise_if_failed()
+            if self._frames_queued == 0:
+                self._remove_partial()
+                raise ValueError(f"no frames were written; {str(self.path)!r} was not created")
+            try:
+                _remux_to_mp4(self.partial_path, self.path, self.rate, self.encoder,
+                              self._frames_queued, self._reorder_delay)
+            except Exception as e:
+                raise WriterError(f"could not finalize {str(self.path)!r} from "
+                                  f"{str(self.partial_path)!r}: {e}") from e
+            self._remove_partial()
+        finally:
+            self._output_lock.release()
         return self.path
 
     def abort(self) -> None:
         """Stop without finishing: remove the partial file; ``path`` is not created."""
         self._closed = True
-        self._stop_thread(drain=False)
-        self._remove_partial()
+        try:
+            self._stop_thread(drain=False)
+            self._remove_partial()
+        finally:
+            self._output_lock.release()
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -258,7 +272,10 @@ class VideoWriter:
         elif not self._closed:
             # The caller failed mid-clip: keep what was encoded for inspection, finalize nothing.
             self._closed = True
-            self._stop_thread(drain=False)
+            try:
+                self._stop_thread(drain=False)
+            finally:
+                self._output_lock.release()
 
     # --- internals ------------------------------------------------------------------------
     def _raise_if_failed(self) -> None:
@@ -352,6 +369,11 @@ class VideoWriter:
         cc.time_base = 1 / self.rate
         cc.framerate = self.rate
         cc.options = dict(self.options)
+        if self.encoder in ("libx264", "libx264rgb", "libx265"):
+            # PyAV opens encoders with slice threading, which makes x264 split every frame into
+            # slices: ~10% slower at 480x832 on 2 cores and a 4% larger file than x264's own frame
+            # threading (what the ffmpeg command line uses)
+            cc.thread_type = "FRAME"
         cc.open()
         return cc
 
