@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     ratios = {}
     for label, budget in plans.items():
         r = base.get(f"vidmem_{budget}")
-        for other in ("resident", "model_offload", "sequential_offload", "group_offload"):
+        for other in DIFFUSERS_CASES:
             if r and other in base:
                 ratios[f"vidmem_{label}/{other}_time"] = r["wall_s"] / base[other]["wall_s"]
     result = {"device": torch.cuda.get_device_name(), "size": "tiny" if args.tiny else args.size,

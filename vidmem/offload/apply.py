@@ -38,7 +38,7 @@ from typing import Any, Callable
 
 import torch
 
-from .plan import OffloadPlan, find_block_list, offload_sequence
+from .plan import OffloadPlan, find_block_list, module_tensors, offload_sequence
 
 log = logging.getLogger("vidmem")
 _warned_no_device = False
@@ -54,10 +54,6 @@ def _host_ram_bytes() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return 0
-
-
-def _tensors(module: torch.nn.Module) -> list[torch.Tensor]:
-    return list(module.parameters()) + list(module.buffers())
 
 
 def block_list_parent(module: torch.nn.Module) -> torch.nn.Module:
@@ -84,9 +80,9 @@ class HostCopy:
                  exclude: torch.nn.Module | None = None):
         """``exclude``: a submodule whose tensors are not part of this copy (they are moved by
         someone else: block streaming)."""
-        seen: set[int] = {id(t) for t in _tensors(exclude)} if exclude is not None else set()
+        seen: set[int] = {id(t) for t in module_tensors(exclude)} if exclude is not None else set()
         self.tensors: list[torch.Tensor] = []
-        for t in _tensors(module):
+        for t in module_tensors(module):
             if id(t) not in seen:
                 seen.add(id(t))
                 self.tensors.append(t)

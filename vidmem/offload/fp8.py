@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .plan import module_tensors
+
 STORAGE_DTYPE = torch.float8_e4m3fn
 
 
@@ -85,7 +87,7 @@ def fp8_sizes(module: torch.nn.Module) -> Fp8Sizes:
     walk(module, "")
     stored = 0
     seen: set[int] = set()
-    for t in list(module.parameters()) + list(module.buffers()):
+    for t in module_tensors(module):
         if id(t) in seen:
             continue
         seen.add(id(t))

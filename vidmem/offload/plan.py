@@ -58,11 +58,16 @@ AUTO_MARGIN_FRACTION = 0.05
 DECODE_TILE_CANDIDATES = (1024, 768, 512, 384, 256, 192, 128)
 
 
+def module_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
+    """A module's parameters and buffers: what it holds on a device."""
+    return list(module.parameters()) + list(module.buffers())
+
+
 def module_bytes(module: torch.nn.Module) -> int:
     """Bytes of a module's parameters and buffers (shared tensors counted once)."""
     seen: set[int] = set()
     total = 0
-    for t in list(module.parameters()) + list(module.buffers()):
+    for t in module_tensors(module):
         key = t.data_ptr() if t.device.type != "meta" else id(t)
         if key in seen:
             continue
