@@ -95,9 +95,12 @@ def decode_with_fallback(vae: torch.nn.Module, latents: torch.Tensor, *,
                 n = chunk.shape[0]
                 skip = min(n, max(0, delivered - produced))
                 produced += n
-                if skip < n:
+                fresh = chunk[skip:] if skip < n else None
+                del chunk  # only the consumer holds a chunk while the next one decodes
+                if fresh is not None:
                     delivered += n - skip
-                    yield chunk[skip:]
+                    yield fresh
+                    del fresh
             return
         except Exception as e:  # noqa: BLE001 - only allocation failures are retried
             if not is_out_of_memory(e):

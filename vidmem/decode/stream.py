@@ -523,6 +523,10 @@ def _without_grad(items: Iterator) -> Iterator:
         if item is _END:
             return
         yield item
+        # Not kept while the next item is produced: a chunk held here would stay alive through
+        # the next chunk's decode (measured: +14-18 MiB at the peak of every chunk after the
+        # first on the realistic Wan config).
+        del item
 
 
 def _largest_chunk_bytes(plan: DecodePlan, channels: int = 3) -> int:

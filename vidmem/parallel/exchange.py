@@ -142,10 +142,12 @@ class DecodeSplit:
                         self._drain()
                         break
                     yield item, result
+                    del result  # not kept alive while the next item is produced
                 elif owner == rank:
                     result = produce(item)
                     self.items_done += 1
-                    self._send(result)
+                    self._send(result)  # kept by the send until it completes, not here
+                    del result
                     self._pending.popleft()
                 else:
                     self._pending.popleft()
