@@ -10,9 +10,17 @@ heap held 827 MiB at the peak of which 522 MiB was free (``mallinfo2``), i.e. mo
 tensors and workspaces together. ``MALLOC_ARENA_MAX=1`` does not help (the waste is in the main
 arena), a fixed threshold does: at 4 MiB the heap's free space at the peak fell to 57 MiB.
 
+Which threshold: at 4 MiB the heap still fragmented slowly, chunk after chunk, as blocks of 1-4
+MiB (activation slices, the encoder's frames) came and went: on that config, 81 frames written
+to MP4 in 16-frame chunks, the peak rose from 880 MiB in the first chunk to 955 MiB by the third
+(the heap's free space at the peak 65 -> 136 MiB), so short clips peaked lower than long ones.
+Peaks measured the same way (first chunk -> steady; CPU seconds): 4 MiB 880 -> 955 (185 s),
+2 MiB 857 -> 917 (191 s), **1 MiB 828 -> 858 (194 s)**, 512 KiB 825 -> 848 (196 s). At 1 MiB
+the peak is ~100 MiB lower and steady from the second chunk on, for ~5% more CPU time.
+
 So, once per process before a CPU decode, :func:`tune_for_decode` fixes
 ``M_MMAP_THRESHOLD`` at :data:`MMAP_THRESHOLD` (which also stops the dynamic adjustment): every
-block of 4 MiB or more is its own mapping, returned to the OS when freed, and cannot fragment the
+block of 1 MiB or more is its own mapping, returned to the OS when freed, and cannot fragment the
 heap. The price is a page fault per 4 KiB each time such a block is touched anew; the one big
 temporary that used to dominate those faults (the convolution's column buffer) is now allocated
 once per chunk and reused (:mod:`vidmem.decode.conv_workspace`). ``M_TRIM_THRESHOLD`` is raised
@@ -40,7 +48,7 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 
 #: Blocks of at least this many bytes are mmapped (see the module docstring).
-MMAP_THRESHOLD = 4 << 20
+MMAP_THRESHOLD = 1 << 20
 #: Free space at the heap's top kept for reuse instead of being returned to the OS.
 TRIM_THRESHOLD = 32 << 20
 
