@@ -203,9 +203,12 @@ def _boundaries(plan: Any) -> list[int]:
     return out
 
 
-def measure(case: Case, extended: bool = True, spatial: bool = True) -> dict:
+def measure(case: Case, extended: bool = True, spatial: bool = True, temporal: bool = True
+            ) -> dict:
     """One family's rows. Without ``extended`` (``--quick``): chunks, tiles, both and diffusers'
-    spatial tiling at the first geometry only. Without ``spatial``: the temporal rows only."""
+    spatial tiling at the first geometry only. Without ``spatial``: the temporal rows only.
+    Without ``temporal``: the spatial rows only (tiles and diffusers' tiling at both geometries,
+    and chunks + tiles)."""
     import torch
 
     import vidmem
@@ -259,7 +262,8 @@ def measure(case: Case, extended: bool = True, spatial: bool = True) -> dict:
         score(name, out, time.perf_counter() - t, _boundaries(plan) if temporal else None,
               plan=plan.summary(), chunks=len(plan.windows), tiles=len(plan.tiles))
 
-    vidmem_decode("chunks")
+    if temporal:
+        vidmem_decode("chunks")
     geometries = [(tile * sf, overlap * sf) for tile, overlap in case.tiles]
     for suffix, (tile, overlap) in zip(("", "2"), (geometries if extended else geometries[:1])
                                        if spatial else []):
@@ -279,6 +283,8 @@ def measure(case: Case, extended: bool = True, spatial: bool = True) -> dict:
     if spatial:
         vidmem_decode("both", tile_size=geometries[0][0], tile_overlap=geometries[0][1])
 
+    if not temporal:
+        return _result(case, spec, ref, axis, adapter, build_s, rows)
     t = time.perf_counter()
     try:
         temporal = ref_api.temporal(z, factor, case.temporal_px) if extended else None
@@ -303,6 +309,11 @@ def measure(case: Case, extended: bool = True, spatial: bool = True) -> dict:
         vidmem_decode("windows_tiles", whole_clip_norm=False, tile_size=geometries[0][0],
                       tile_overlap=geometries[0][1])
         vidmem_decode("chunks_exact", whole_clip_norm="exact")
+    return _result(case, spec, ref, axis, adapter, build_s, rows)
+
+
+def _result(case: Case, spec: Any, ref: Any, axis: int, adapter: Any, build_s: float,
+            rows: dict[str, dict]) -> dict:
     return {"family": case.key, "label": spec.label, "class": spec.cls, "source": spec.source,
             "latent_shape": list(case.latent_shape), "frames": int(ref.shape[axis]),
             "height": int(ref.shape[-2]), "width": int(ref.shape[-1]),
@@ -381,6 +392,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--families", nargs="+", default=None, choices=sorted(CASES))
     p.add_argument("--temporal-only", action="store_true",
                    help="only the temporal rows (chunks, diffusers' temporal tiling, windows)")
+    p.add_argument("--spatial-only", action="store_true",
+                   help="only the spatial rows (tiles, diffusers' tiling, chunks + tiles)")
     p.add_argument("--out", type=Path, default=RESULTS / "quality_published.json")
     args = p.parse_args(argv)
     import torch
@@ -392,7 +405,8 @@ def main(argv: list[str] | None = None) -> dict:
     for key in keys:
         t0 = time.perf_counter()
         results.append(measure(cases.get(key) or CASES[key], extended=not args.quick,
-                               spatial=not args.temporal_only))
+                               spatial=not args.temporal_only,
+                               temporal=not args.spatial_only))
         print(f"{key}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         save_json(args.out, {"rows": results, "partial": True})  # a long run keeps what it has
     print(table(results))

@@ -1,6 +1,7 @@
 """Pure decode geometry: frame-count formulas, window alignment, tile coverage."""
 
 import pytest
+import torch
 
 from vidmem.decode.geometry import Span, TimeMap, overlapping_tiles, plan_tiles, plan_windows
 
@@ -98,3 +99,24 @@ def test_plan_summary_prints_the_real_tiles_and_chunks():
     assert f"{len(plan.tiles)} tiles of 10 latent px (80x80 px, 2x3)" in text
     assert f"{len(plan.windows)} chunks of 2 latent frames" in text
     assert text.endswith("frames per chunk 5, 8, 4")  # 17 frames: 1 + 4, then 8, then 4
+
+
+def test_blend_shape_linear_only_where_a_tile_is_all_overlap():
+    from vidmem.decode.blend import blend_shape, tile_mask
+
+    # 2-latent tiles overlapping by 1 on a 4-latent frame: the middle tiles are all overlap
+    all_overlap = plan_tiles(4, 4, 32, 2, 1)
+    assert blend_shape(all_overlap) == "linear"
+    # tiles with an interior keep the cosine ramp (3-latent tiles on 4 latents: overlap 2)
+    assert blend_shape(plan_tiles(4, 4, 32, 3, 1)) == "cosine"
+    assert blend_shape(plan_tiles(6, 8, 8, 6, 2)) == "cosine"
+    # evenly spread 4-latent tiles on 8 latents: the middle one is overlapped by 2 on each side
+    assert blend_shape(plan_tiles(6, 8, 8, 4, 1)) == "linear"
+    assert blend_shape(plan_tiles(6, 8, 8, None, 0)) == "cosine"
+    # either shape: the two ramps of every seam sum to 1 over the covered frame
+    for tiles in (all_overlap, plan_tiles(6, 8, 8, 4, 1)):
+        shape = blend_shape(tiles)
+        total = torch.zeros(tiles[-1].py.stop, tiles[-1].px.stop)
+        for t in tiles:
+            total[t.py.as_slice(), t.px.as_slice()] += tile_mask(t, shape=shape)
+        assert torch.allclose(total, torch.ones_like(total), atol=1e-6), shape

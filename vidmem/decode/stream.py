@@ -21,7 +21,7 @@ from .. import allocator
 from ..io.frames import vae_pixels_to_uint8_
 from ..io.staging import HostStager
 from ..memory import release_host_memory
-from .blend import crossfade, tile_mask
+from .blend import blend_shape, crossfade, tile_mask
 from .conv_workspace import BoundedConvWorkspace, configured_max_bytes
 from .clip_norm import ClipNormStats, Schedule, StopDecode, stages, stop_after
 from .families import FamilyAdapter, adapter_for
@@ -453,7 +453,9 @@ def device_chunks(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan,
     Separate from the host transfer so the memory simulator (``vidmem.offload.stages``) runs
     exactly this code on fake tensors."""
     device, dtype = _vae_device_dtype(adapter.vae)
-    masks = [tile_mask(t).to(device) for t in plan.tiles] if len(plan.tiles) > 1 else []
+    shape = blend_shape(plan.tiles)
+    masks = ([tile_mask(t, shape=shape).to(device) for t in plan.tiles] if len(plan.tiles) > 1
+             else [])
     if stats is None and plan.clip_norm:
         with BoundedConvWorkspace(conv_workspace) if conv_workspace else contextlib.nullcontext():
             stats = _gather_clip_statistics(adapter, z, plan, device, dtype)
