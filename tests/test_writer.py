@@ -417,3 +417,28 @@ def test_float_frames_convert_exactly_frame_by_frame():
         x[1, 2, 3, 1] = bad
         with pytest.raises(ValueError, match="NaN or inf"):
             to_uint8_frames(x)
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_a_reused_caller_buffer_does_not_change_queued_frames(tmp_path, monkeypatch, as_tensor):
+    """write() queues the writer's own copy: a caller that refills one buffer for every chunk
+    (a staging buffer) gets every chunk encoded as it was at write(), even while the encoder
+    is held back and chunks wait in the queue."""
+    frames = np.random.default_rng(1).integers(0, 256, (12, 32, 48, 3), dtype=np.uint8)
+    gate = threading.Event()
+    original = VideoWriter._encode_chunk
+
+    def held_back(self, chunk):
+        gate.wait(10)
+        return original(self, chunk)
+
+    monkeypatch.setattr(VideoWriter, "_encode_chunk", held_back)
+    buffer = np.empty((4, 32, 48, 3), dtype=np.uint8)
+    with VideoWriter(tmp_path / "x.mp4", 16, lossless=True, queue_size=3) as w:
+        for i in range(0, 12, 4):
+            buffer[:] = frames[i:i + 4]
+            w.write(torch.from_numpy(buffer) if as_tensor else buffer)
+        buffer[:] = 0  # the caller moves on while every chunk is still queued
+        gate.set()
+    got, _ = read_video(tmp_path / "x.mp4")
+    assert np.array_equal(got, frames)

@@ -10,7 +10,7 @@ things, each cut by a different lever:
 ``live tensors``
     the most bytes that torch's CPU allocator (c10) held *between* top-level operators: the
     storages of tensors that exist as Python-visible values (activations, causal caches, the
-    decoded chunk, the chunks waiting in the writer's queue). Cut by smaller chunks or tiles.
+    decoded chunk). Cut by smaller chunks or tiles.
 ``kernel workspaces``
     at the moment c10's total was highest, the part of it that one operator allocated and freed
     again before it returned (``slow_conv3d``'s im2col column buffer is the big one on CPU; the
@@ -19,8 +19,9 @@ things, each cut by a different lever:
 ``allocator overhead (and other native memory)``
     ``peak RSS - baseline - (live tensors + kernel workspaces)``: what the process held at its
     peak beyond what torch had allocated: glibc keeping freed memory (fragmented heaps, per-thread
-    arenas, a raised mmap threshold), and native buffers that bypass c10 (the H.264 encoder's
-    frames and lookahead, BLAS packing buffers). Cut by malloc tuning
+    arenas, a raised mmap threshold), and native buffers that bypass c10 (the chunks waiting in
+    the writer's queue, which are the writer's own copies; the H.264 encoder's frames and
+    lookahead, BLAS packing buffers). Cut by malloc tuning
     (:mod:`vidmem.allocator`).
 
 How the two torch terms are measured: ``torch.profiler`` with ``profile_memory=True`` reports
@@ -37,6 +38,10 @@ The peak RSS is the decode's own: ``VmHWM`` is reset at the start (``/proc/self/
 Linux >= 4.0) and read at the end; the process's earlier high-water mark is kept in
 ``process_peak_rss``. Where /proc is not writable the reset is skipped and the peak is the
 process's.
+
+Only the decoding thread's allocations and frees are seen (torch's profiler records memory
+events on the threads it profiles), so everything c10 allocates there must also be freed there:
+:class:`vidmem.VideoWriter` queues its own copy of each chunk for that reason.
 
 Cost: the profiler records every operator (a few microseconds each) and every allocation; it is
 opt-in (``decode_to_video(..., memory_breakdown=True)``, ``vidmem render --memory-breakdown``).
