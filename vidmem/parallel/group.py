@@ -111,7 +111,24 @@ def init_from_environment(timeout_s: float) -> bool:
     return True
 
 
-def shutdown(started_here: bool) -> None:
-    """Destroy the process group if :func:`init_from_environment` started it."""
-    if started_here and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(started_here: bool, wait_s: float = 30.0) -> None:
+    """Destroy the process group if :func:`init_from_environment` started it, once every rank is
+    ready to.
+
+    Why wait: a gloo collective can return on one rank while its last message to another is still
+    in flight; a rank that then destroys its group and exits closes the connection under the
+    other, whose gloo thread fails and aborts the process ("terminate called without an active
+    exception", seen on a loaded 2-core machine after a 2-rank batch had written every clip).
+    So each rank first marks itself done in the group's key-value store and waits (at most
+    ``wait_s``: a rank that died does not hold the others) until every rank has.
+    """
+    if not (started_here and dist.is_initialized()):
+        return
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        store.set(f"vidmem/shutdown/{dist.get_rank()}", "1")
+        store.wait([f"vidmem/shutdown/{r}" for r in range(dist.get_world_size())],
+                   datetime.timedelta(seconds=wait_s))
+    except Exception:  # noqa: BLE001 - a store that fails or times out: leave anyway
+        pass
+    dist.destroy_process_group()
