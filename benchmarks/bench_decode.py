@@ -47,7 +47,8 @@ def run_case(case: str, height: int, width: int, frames: int, tile: int, overlap
     """One measurement in this process; prints a JSON line."""
     import torch
 
-    from vidmem import decode_latents, peak_rss_bytes
+    from vidmem import decode_latents
+    from vidmem.utils import peak_rss_bytes
 
     vae, z = _setup(height, width, frames)
     t0 = time.perf_counter()

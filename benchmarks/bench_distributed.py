@@ -95,7 +95,7 @@ def decode_rank(args: argparse.Namespace) -> None:
     if args.device == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    mine = {"seconds": seconds, "peak_rss": vidmem.peak_rss_bytes(),
+    mine = {"seconds": seconds, "peak_rss": vidmem.utils.peak_rss_bytes(),
             "peak_cuda": vidmem.memory.cuda_peak_bytes() if args.device == "cuda" else None,
             "items": split.items_done if split is not None else len(plan.tiles) * len(plan.windows)}
     ranks = session.agree(mine) if session is not None else [mine]

@@ -165,7 +165,8 @@ def run_case(case: str, config: str, height: int, width: int, frames: int, out: 
     from diffusers.utils import export_to_video
     from diffusers.video_processor import VideoProcessor
 
-    from vidmem import decode_to_video, peak_rss_bytes, plan_decode
+    from vidmem import decode_to_video, plan_decode
+    from vidmem.utils import peak_rss_bytes
     from vidmem.breakdown import MemoryProbe
     from vidmem.memory import current_rss_bytes
 

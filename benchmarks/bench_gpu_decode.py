@@ -100,7 +100,7 @@ def run_case(case: str, frames: int, height: int, width: int, dtype: str, out: P
     seconds = time.perf_counter() - t0
     return {"case": case, "frames": n, "seconds": seconds,
             "cuda_peak_over_held": torch.cuda.max_memory_allocated() - held if cuda else 0,
-            "cuda_held": held, "peak_rss": vidmem.peak_rss_bytes(),
+            "cuda_held": held, "peak_rss": vidmem.utils.peak_rss_bytes(),
             "file_bytes": out.stat().st_size, **extra}
 
 

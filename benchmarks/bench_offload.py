@@ -124,7 +124,7 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
     wall = time.perf_counter() - t0
     result = {"case": case, "frames": n, "wall_s": wall,
               "peak_cuda": torch.cuda.max_memory_allocated(),
-              "peak_rss": vidmem.peak_rss_bytes()}
+              "peak_rss": vidmem.utils.peak_rss_bytes()}
     if plan is not None:
         result["plan"] = {c.name: c.strategy for c in plan.components}
         result["budget"] = plan.budget_bytes

@@ -52,7 +52,7 @@ def _cpu_seconds() -> float:
 
 
 def run_case(case: str, frames: int, height: int, width: int, out: Path) -> dict:
-    from vidmem import peak_rss_bytes
+    from vidmem.utils import peak_rss_bytes
 
     cpu0 = _cpu_seconds()
     t0 = time.perf_counter()

@@ -29,4 +29,4 @@ with vidmem.VideoWriter(out, fps, crf=20) as writer:  # float chunks in [0, 1] w
     for chunk in moving_gradient(60):
         writer.write(chunk)
 print(f"wrote {out}: {writer.frames_written} frames, peak RSS "
-      f"{vidmem.format_bytes(vidmem.peak_rss_bytes())}")
+      f"{vidmem.utils.format_bytes(vidmem.utils.peak_rss_bytes())}")

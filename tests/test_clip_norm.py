@@ -1,6 +1,5 @@
 """Whole-clip GroupNorm statistics (vidmem.decode.clip_norm) and HunyuanVideo's streaming with them."""
 
-import importlib
 
 import pytest
 import torch
@@ -134,5 +133,5 @@ def test_decode_to_video_takes_whole_clip_norm(tmp_path):
     with pytest.raises(ValueError, match="whole_clip_norm is for decoders"):
         vidmem.decode_to_video(vae, z, out, whole_clip_norm=True)
     assert not out.exists()
-    flags = importlib.import_module("vidmem.render").decode_flags(whole_clip_norm=False)
+    flags = vidmem.DecodeOptions(whole_clip_norm=False).cli_flags()
     assert flags == ["--whole-clip-norm", "off"]  # what a failed render's resume command repeats

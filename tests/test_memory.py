@@ -25,7 +25,7 @@ CHILD = textwrap.dedent("""
     report = vidmem.render(pipe, out, fps=16, chunk_frames=8, prompt="memory", num_frames=frames,
                            height=128, width=192, num_inference_steps=1,
                            generator=torch.Generator().manual_seed(0))
-    print(json.dumps({"frames": report.frames, "peak": vidmem.peak_rss_bytes()}))
+    print(json.dumps({"frames": report.frames, "peak": vidmem.utils.peak_rss_bytes()}))
 """)
 
 

@@ -2,53 +2,80 @@
 
 Public API (everything else is an implementation detail):
 
-* :func:`render` - run a pipeline and stream its decoded frames into an MP4.
-* :func:`decode_latents` / :func:`decode_to_video` - tiled, chunked, streaming VAE decode.
-* :class:`VideoWriter` - a constant-memory, crash-safe streaming MP4 writer.
-* :func:`tiny_pipeline` - a real diffusers pipeline with tiny random weights, built offline.
-* :func:`render_batch` / :func:`read_prompts` - many clips, divided among ``torch.distributed``
-  ranks, resumable (:mod:`vidmem.batch`); one clip split over ranks: ``process_group=`` of
-  :func:`render` and :func:`decode_to_video` (:mod:`vidmem.parallel`).
+* Verbs: :func:`render` (run a pipeline, stream its decoded frames into an MP4),
+  :func:`decode_latents` / :func:`decode_to_video` (tiled, chunked, streaming VAE decode),
+  :func:`resume_decode` (finish a render from its kept latents), :func:`render_batch` /
+  :func:`read_prompts` / :func:`parse_prompts` (many clips, divided among ``torch.distributed``
+  ranks, resumable), :func:`plan_decode`, :func:`plan_offload` / :func:`apply_plan`,
+  :func:`load_checkpoint` / :func:`save_checkpoint`, :func:`tiny_pipeline` (a real diffusers
+  pipeline with tiny random weights, built offline).
+* Option types: :class:`DecodeOptions`, :class:`WriterSettings` (frozen, validated when built);
+  :class:`VideoWriter`, the streaming writer they configure.
+* Reports and plans: :class:`RenderReport`, :class:`BatchReport`, :class:`DecodePlan`,
+  :class:`OffloadPlan`, :class:`AppliedPlan`, :class:`ClipSpec`.
+* Errors: :class:`VidmemError` and every class under it (:mod:`vidmem.errors`).
+
+Byte sizes and peak memory: :mod:`vidmem.utils`. One clip split over ranks: ``process_group=``
+of :func:`render` and :func:`decode_to_video` (:mod:`vidmem.parallel`).
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
-# The public names, imported on first use (PEP 562): `vidmem --help`, `--version` and the CLI's
-# usage errors answer without importing torch and diffusers (seconds on a small machine).
-_EXPORTS = {
-    "BatchReport": "batch", "ClipSpec": "batch", "parse_prompts": "batch",
-    "read_prompts": "batch", "render_batch": "batch",
-    "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
-    "DecodePlan": "decode", "decode_latents": "decode", "plan_decode": "decode",
+from .errors import (BudgetTooSmall, CheckpointDamaged, CheckpointError, CheckpointMissing,
+                     DecodeFailed, DecodeInterrupted, GroupBroken, InvalidInput, InvalidInputType,
+                     InvalidOptions, ModelNotFound, OutputDirectoryMissing, OutputError,
+                     OutputExists, OutputInUse, PromptsFileError, RankFailed, UnsupportedModel,
+                     VidmemError, WriterError)
+
+__version__ = "0.1.0"
+
+# The public names that need torch, imported on first use (PEP 562): `vidmem --help`,
+# `--version` and the CLI's usage errors answer without importing torch and diffusers (seconds on
+# a small machine). The errors above import nothing.
+_LAZY = {
+    "render": "rendering", "decode_to_video": "rendering", "RenderReport": "rendering",
+    "resume_decode": "resume",
+    "render_batch": "batch", "read_prompts": "batch", "parse_prompts": "batch",
+    "BatchReport": "batch", "ClipSpec": "batch",
+    "decode_latents": "decode", "plan_decode": "decode", "DecodePlan": "decode",
     "register_adapter": "decode", "supported_vaes": "decode",
-    "VideoWriter": "io", "WriterError": "io", "available_encoders": "io",
+    "DecodeOptions": "decode.options",
+    "VideoWriter": "io", "WriterSettings": "io", "available_encoders": "io",
     "to_uint8_frames": "io",
-    "format_bytes": "memory", "parse_bytes": "memory", "peak_rss_bytes": "memory",
-    "AppliedPlan": "offload", "OffloadPlan": "offload", "apply_plan": "offload",
-    "plan_offload": "offload",
-    "DecodeFailed": "render", "DecodeInterrupted": "render", "RenderReport": "render",
-    "decode_to_video": "render", "render": "render",
+    "plan_offload": "offload", "apply_plan": "offload", "OffloadPlan": "offload",
+    "AppliedPlan": "offload",
+    "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
     "tiny_pipeline": "tiny",
 }
+
+_ERRORS = ["VidmemError", "InvalidOptions", "InvalidInput", "InvalidInputType",
+           "UnsupportedModel", "ModelNotFound", "BudgetTooSmall", "OutputError",
+           "OutputDirectoryMissing", "OutputInUse", "OutputExists", "CheckpointError",
+           "CheckpointMissing", "CheckpointDamaged", "PromptsFileError", "WriterError",
+           "RankFailed", "GroupBroken", "DecodeFailed", "DecodeInterrupted"]
+
+#: the one list of exported names.
+__all__ = sorted(_LAZY) + _ERRORS
 
 if TYPE_CHECKING:
     from .batch import BatchReport, ClipSpec, parse_prompts, read_prompts, render_batch
     from .checkpoint import load_checkpoint, save_checkpoint
     from .decode import DecodePlan, decode_latents, plan_decode, register_adapter, supported_vaes
-    from .io import VideoWriter, WriterError, available_encoders, to_uint8_frames
-    from .memory import format_bytes, parse_bytes, peak_rss_bytes
+    from .decode.options import DecodeOptions
+    from .io import VideoWriter, WriterSettings, available_encoders, to_uint8_frames
     from .offload import AppliedPlan, OffloadPlan, apply_plan, plan_offload
-    from .render import DecodeFailed, DecodeInterrupted, RenderReport, decode_to_video, render
+    from .rendering import RenderReport, decode_to_video, render
+    from .resume import resume_decode
     from .tiny import tiny_pipeline
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
+    if name == "utils":  # `vidmem.utils.format_bytes` without importing it first
+        return importlib.import_module(".utils", __name__)
+    module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'vidmem' has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{module}", __name__), name)
@@ -57,52 +84,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
-
-
-class _Package(types.ModuleType):
-    """Importing the submodule ``vidmem.render`` would bind the package attribute ``render`` to
-    the module, hiding the function of that name; the public name wins."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and name in _EXPORTS:
-            return  # `vidmem.render` stays the function, loaded on first use
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
-
-__version__ = "0.1.0"
-
-__all__ = [
-    "AppliedPlan",
-    "BatchReport",
-    "ClipSpec",
-    "OffloadPlan",
-    "apply_plan",
-    "plan_offload",
-    "DecodeFailed",
-    "DecodeInterrupted",
-    "DecodePlan",
-    "RenderReport",
-    "VideoWriter",
-    "WriterError",
-    "available_encoders",
-    "decode_latents",
-    "decode_to_video",
-    "format_bytes",
-    "load_checkpoint",
-    "parse_bytes",
-    "parse_prompts",
-    "peak_rss_bytes",
-    "plan_decode",
-    "read_prompts",
-    "register_adapter",
-    "render",
-    "render_batch",
-    "save_checkpoint",
-    "supported_vaes",
-    "tiny_pipeline",
-    "to_uint8_frames",
-]
+    return sorted(set(globals()) | set(__all__))

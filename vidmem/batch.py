@@ -27,7 +27,6 @@ when a single clip's latency matters.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -37,13 +36,21 @@ import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
-from .checkpoint import checkpoint_path_for, load_checkpoint
-from .parallel import SplitSession
+from .checkpoint import load_checkpoint
+from .decode.options import DecodeOptions, WholeClipNorm
+from .errors import (InvalidInput, InvalidOptions, OutputDirectoryMissing, PromptsFileError,
+                     UnsupportedModel)
+from .files import ClipFiles, FileLock
+from .io.settings import WriterSettings
+from .parallel import Session, SplitSession
 from .parallel.session import describe
+from .pipelines import rule_for
+from .rendering import model_id_of, render
+from .resume import resume_decode
 
 log = logging.getLogger("vidmem")
 
@@ -57,10 +64,6 @@ CLIP_KEYS: dict[str, tuple[type, ...]] = {
     "width": (int,), "negative_prompt": (str,), "guidance_scale": (int, float), "steps": (int,),
 }
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-class PromptsFileError(ValueError):
-    """A problem in the prompts file; the message names the file and line."""
 
 
 @dataclass(frozen=True)
@@ -202,10 +205,10 @@ def assign_clips(clips: list[ClipSpec], size: int,
 # --- the state of a clip on disk, and the manifest ------------------------------------------
 def clip_state(clip: ClipSpec, out_dir: Path) -> str:
     """``"complete"`` (its MP4 exists), ``"latents"`` (kept latents, no MP4), ``"new"``."""
-    video = out_dir / clip.filename
-    if video.exists():
+    files = ClipFiles(out_dir / clip.filename)
+    if files.video.exists():
         return "complete"
-    if checkpoint_path_for(video).exists():
+    if files.latents.exists():
         return "latents"
     return "new"
 
@@ -213,29 +216,19 @@ def clip_state(clip: ClipSpec, out_dir: Path) -> str:
 class Manifest:
     """``DIR/manifest.json``: a header and one record per clip, keyed by name.
 
-    Every change is a read-modify-write under an exclusive lock on ``manifest.json.lock``
-    (``fcntl.lockf``: works between processes on one machine and on NFS), written to a temporary
-    file and renamed over the manifest, so readers never see half a file and ranks never lose
-    each other's records.
+    Every change is a read-modify-write under an exclusive lock on ``manifest.json.lock`` (a
+    blocking :class:`vidmem.files.FileLock`, between processes on one machine and on a shared
+    file system), written to a temporary file and renamed over the manifest, so readers never see
+    half a file and ranks never lose each other's records.
     """
 
     def __init__(self, out_dir: str | os.PathLike):
         self.path = Path(out_dir) / MANIFEST_NAME
         self._lock_path = self.path.with_name(MANIFEST_NAME + ".lock")
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: one process per directory is assumed
-            yield
-            return
-        with open(self._lock_path, "a+") as f:
-            fcntl.lockf(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.lockf(f, fcntl.LOCK_UN)
+    def _locked(self) -> FileLock:
+        # kept on release: another rank may be waiting on this very file
+        return FileLock(self._lock_path, blocking=True, remove_on_release=False)
 
     def read(self) -> dict[str, Any]:
         """The manifest (an empty one if there is none yet)."""
@@ -244,10 +237,11 @@ class Manifest:
         try:
             data = json.loads(self.path.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{str(self.path)!r} is not a readable manifest ({e}); move it "
-                             f"away to start a new one") from None
+            raise InvalidInput(f"{str(self.path)!r} is not a readable manifest ({e}); move it "
+                               f"away to start a new one") from None
         if data.get("format") != MANIFEST_FORMAT or not isinstance(data.get("clips"), dict):
-            raise ValueError(f"{str(self.path)!r} is not a vidmem batch manifest")
+            raise InvalidInput(f"{str(self.path)!r} is not a vidmem batch manifest; move it away "
+                               f"to start a new one")
         return data
 
     def update(self, clips: dict[str, dict[str, Any]] | None = None,
@@ -307,13 +301,15 @@ def _record(clip: ClipSpec, out_dir: Path) -> dict[str, Any]:
 
 
 def render_batch(pipe: Any, clips: list[ClipSpec], out_dir: str | os.PathLike, *,
-                 fps: float | None = None, chunk_frames: int | None = None,
-                 overlap_frames: int | None = None, tile_size: int | None = None,
-                 tile_overlap: int | None = None, lossless: bool = False,
-                 keep_latents: bool = False,
+                 decode_options: DecodeOptions | None = None,
+                 writer_settings: WriterSettings | None = None, keep_latents: bool = False,
                  call_for: Callable[[ClipSpec], dict[str, Any]] | None = None,
                  on_clip: Callable[[dict[str, Any]], None] | None = None,
-                 process_group: Any = None, **pipeline_kwargs: Any) -> BatchReport:
+                 process_group: Any = None, fps: float | None = None,
+                 chunk_frames: int | None = None, overlap_frames: int | None = None,
+                 tile_size: int | None = None, tile_overlap: int | None = None,
+                 whole_clip_norm: WholeClipNorm = None, lossless: bool = False,
+                 memory_breakdown: bool | None = None, **pipeline_kwargs: Any) -> BatchReport:
     """Render ``clips`` into ``out_dir``, dividing them among the ranks of ``process_group``.
 
     Every rank calls this with the same clips (each with its own ``pipe``); each clip is rendered
@@ -326,27 +322,32 @@ def render_batch(pipe: Any, clips: list[ClipSpec], out_dir: str | os.PathLike, *
     generator seeded with its seed (and the global RNG seeded with it, for decoders that inject
     noise); ``call_for(clip)`` replaces that with a call of your own (the CLI uses it to build
     exactly the call ``vidmem render`` would). ``on_clip(record)`` is told of each clip this rank
-    finishes. Tiling and writer options are those of :func:`vidmem.render`. Returns a
+    finishes. ``decode_options`` and ``writer_settings`` reach every clip whole, rendered or
+    resumed from kept latents (:func:`vidmem.resume.resume_decode`: a resumed clip decodes with
+    the settings its checkpoint recorded, overridden by the fields given here); the keyword
+    arguments from ``fps`` on are shortcuts over them, as in :func:`vidmem.render`. Returns a
     :class:`BatchReport` (on every rank, with every clip's record).
     """
-    from .pipelines import rule_for
-    from .render import model_id_of
-
-    session = SplitSession.resolve(process_group)
-    rank, size = (session.rank, session.size) if session is not None else (0, 1)
+    session: Session = SplitSession.resolve(process_group)
+    decode = DecodeOptions.build(decode_options, chunk_frames=chunk_frames,
+                                 overlap_frames=overlap_frames, tile_size=tile_size,
+                                 tile_overlap=tile_overlap, whole_clip_norm=whole_clip_norm,
+                                 memory_breakdown=memory_breakdown)
+    writer = WriterSettings.build(writer_settings, fps=fps, lossless=lossless)
     out = Path(out_dir)
     manifest = Manifest(out)
     rule = rule_for(pipe)
-    fps = rule.default_fps if fps is None else fps
+    if writer.fps is None:
+        writer = writer.with_(fps=rule.default_fps)
 
     def plan() -> list[list[ClipSpec]]:
         if not out.is_dir():
-            raise FileNotFoundError(f"output directory {str(out)!r} does not exist; create it "
-                                    f"first")
+            raise OutputDirectoryMissing(f"output directory {str(out)!r} does not exist; "
+                                         f"create it first")
         for clip in clips:
             if clip.num_frames is not None and rule.frames_error(clip.num_frames):
-                raise ValueError(f"clip {clip.name} (line {clip.line}): "
-                                 f"{rule.frames_error(clip.num_frames)}")
+                raise InvalidOptions(f"clip {clip.name} (line {clip.line}): "
+                                     f"{rule.frames_error(clip.num_frames)}")
         records = {}
         pending = []
         for clip in clips:
@@ -359,14 +360,11 @@ def render_batch(pipe: Any, clips: list[ClipSpec], out_dir: str | os.PathLike, *
                 pending.append(clip)
             records[clip.name] = record
         manifest.update(records, header={"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION,
-                                         "ranks": size, "clips_total": len(clips)})
-        return assign_clips(pending, size)
+                                         "ranks": session.size, "clips_total": len(clips)})
+        return assign_clips(pending, session.size)
 
-    if session is None:
-        shares = plan()
-    else:
-        with session.guard():
-            shares = session.share(plan() if session.is_writer else None)
+    with session.guard():
+        shares = session.share(plan() if session.is_writer else None)
     started = time.perf_counter()  # every rank has its share: the batch's own time starts
 
     if call_for is None:
@@ -374,31 +372,27 @@ def render_batch(pipe: Any, clips: list[ClipSpec], out_dir: str | os.PathLike, *
             return {**pipeline_kwargs, **clip.pipeline_args(),
                     "generator": torch.Generator().manual_seed(clip.seed)}
 
-    options = dict(chunk_frames=chunk_frames, overlap_frames=overlap_frames, tile_size=tile_size,
-                   tile_overlap=tile_overlap, lossless=lossless)
     # An error that escapes a clip (an interrupt, a manifest that cannot be written) stops every
     # rank at the final agreement instead of leaving them waiting there.
-    with session.guard() if session is not None else contextlib.nullcontext():
-        for clip in shares[rank]:
-            record = _render_one(pipe, clip, out, manifest, rank, fps, call_for,
-                                 model_id_of(pipe), options, keep_latents)
+    with session.guard():
+        for clip in shares[session.rank]:
+            record = _render_one(pipe, clip, out, manifest, session.rank, call_for,
+                                 model_id_of(pipe), decode, writer, keep_latents)
             if on_clip is not None:
                 on_clip(record)
-        if session is not None:
-            session.agree()  # every rank has finished its clips: the manifest is final
+        session.agree()  # every rank has finished its clips: the manifest is final
     final = manifest.read()["clips"]
     records = [dict(final.get(c.name, {}), name=c.name) for c in clips]
     return BatchReport(out_dir=str(out), manifest=str(manifest.path), clips=records,
-                       seconds=time.perf_counter() - started, ranks=size)
+                       seconds=time.perf_counter() - started, ranks=session.size)
 
 
-def _render_one(pipe: Any, clip: ClipSpec, out: Path, manifest: Manifest, rank: int, fps: float,
+def _render_one(pipe: Any, clip: ClipSpec, out: Path, manifest: Manifest, rank: int,
                 call_for: Callable[[ClipSpec], dict[str, Any]], model_id: str | None,
-                options: dict[str, Any], keep_latents: bool) -> dict[str, Any]:
+                decode: DecodeOptions, writer: WriterSettings,
+                keep_latents: bool) -> dict[str, Any]:
     """One clip on this rank: skip, resume from latents or render; failures are recorded."""
-    from .render import decode_to_video, render
-
-    video = out / clip.filename
+    files = ClipFiles(out / clip.filename)
     where = {"rank": rank, "host": socket.gethostname()}
     t0 = time.perf_counter()
     state = clip_state(clip, out)
@@ -409,22 +403,20 @@ def _render_one(pipe: Any, clip: ClipSpec, out: Path, manifest: Manifest, rank: 
     manifest.update({clip.name: {"status": "running", **where, "error": None}})
     try:
         if state == "latents":
-            ckpt_path = checkpoint_path_for(video)
-            ckpt = load_checkpoint(ckpt_path)
+            ckpt = load_checkpoint(files.latents)
             if ckpt.model and model_id and ckpt.model != model_id:
-                raise ValueError(f"its kept latents {ckpt_path.name} come from {ckpt.model}, not "
-                                 f"{model_id}; delete them to render the clip again")
-            ckpt.restore_rng()
-            report = decode_to_video(pipe.vae, ckpt.decode_input.latents, video, ckpt.fps,
-                                     decode_kwargs=ckpt.decode_input.decode_kwargs,
-                                     resume=True, process_group=False, **options)
+                raise UnsupportedModel(f"its kept latents {files.latents.name} come from "
+                                       f"{ckpt.model}, not {model_id}; delete them to render "
+                                       f"the clip again")
+            report = resume_decode(ckpt, files.video, vae=pipe.vae, decode_options=decode,
+                                   writer_settings=writer, process_group=False)
             if not keep_latents:
-                ckpt_path.unlink(missing_ok=True)
+                files.latents.unlink(missing_ok=True)
             action = "resumed from latents"
         else:
             torch.manual_seed(clip.seed)  # as `vidmem render --seed` does, for noise-injecting VAEs
-            report = render(pipe, video, fps=fps, keep_latents=keep_latents, process_group=False,
-                            **options, **call_for(clip))
+            report = render(pipe, files.video, decode_options=decode, writer_settings=writer,
+                            keep_latents=keep_latents, process_group=False, **call_for(clip))
             action = "rendered"
         record = {"status": "done", "action": action, "error": None, "frames": report.frames,
                   "seconds": round(time.perf_counter() - t0, 3),
@@ -433,6 +425,6 @@ def _render_one(pipe: Any, clip: ClipSpec, out: Path, manifest: Manifest, rank: 
         log.debug("clip %s failed", clip.name, exc_info=True)
         record = {"status": "failed", "action": "failed", "error": describe(e),
                   "seconds": round(time.perf_counter() - t0, 3),
-                  "latents_kept": checkpoint_path_for(video).exists()}
+                  "latents_kept": files.latents.exists()}
     manifest.update({clip.name: {**record, **where}})
     return {**_record(clip, out), **record, **where, "name": clip.name}

@@ -9,6 +9,11 @@ failed), and string metadata: model, family, fps, frame count, dtype, the VAE's 
 tensor's bytes. ``vidmem decode`` reads it, and refuses a file whose tensors no longer match
 their checksum (a damaged file would otherwise decode to garbage and exit 0) or whose latents are
 not finite.
+
+Version 3 records the decode options and writer settings the render decoded with
+(:class:`vidmem.DecodeOptions`, :class:`vidmem.WriterSettings`), so a resume
+(:func:`vidmem.resume.resume_decode`, ``vidmem decode``) reproduces the render's file exactly,
+even when nobody remembers its flags (a SIGKILL leaves only the checkpoint and the lock).
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ from typing import Any
 
 import torch
 
-from .outputs import OutputFiles
+from .decode.options import DecodeOptions
+from .errors import CheckpointDamaged, CheckpointError, CheckpointMissing
+from .files import ClipFiles
+from .io.settings import WriterSettings
 from .pipelines import DecodeInput
 
 log = logging.getLogger("vidmem")
@@ -33,7 +41,7 @@ log = logging.getLogger("vidmem")
 LATENTS_KEY = "latents"
 RNG_KEYS = {"cpu": "rng_state.cpu", "cuda": "rng_state.cuda"}
 _KWARG_PREFIX = "decode_kwargs."
-FORMAT_VERSION = "2"  # 2: sha256 and vae_dtype in the metadata
+FORMAT_VERSION = "3"  # 2: sha256 and vae_dtype in the metadata; 3: decode and writer settings
 
 
 @dataclass
@@ -52,6 +60,9 @@ class LatentCheckpoint:
     extra: dict[str, Any] = field(default_factory=dict)
     #: ``{"cpu": state, "cuda": state}`` at the start of the original decode (see module doc).
     rng_states: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: how the render decoded and wrote (``None`` for files before version 3).
+    decode_options: DecodeOptions | None = None
+    writer_settings: WriterSettings | None = None
 
     def restore_rng(self) -> None:
         """Put the global RNG back where the original decode started."""
@@ -71,11 +82,7 @@ def capture_rng() -> dict[str, torch.Tensor]:
 
 def checkpoint_path_for(video_path: str | Path) -> Path:
     """``clip.mp4`` -> ``clip.latents.safetensors`` (next to the video)."""
-    return OutputFiles(Path(video_path)).latents
-
-
-class CheckpointDamaged(ValueError):
-    """The checkpoint's bytes no longer match what was written (or its latents are not finite)."""
+    return ClipFiles(Path(video_path)).latents
 
 
 def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
@@ -101,11 +108,18 @@ def non_finite_message(latents: torch.Tensor, what: str) -> str | None:
 
 
 def save_checkpoint(path: str | Path, decode_input: DecodeInput, *, model: str | None,
-                    family: str | None, fps: float, frames: int | None,
+                    family: str | None, frames: int | None, fps: float | None = None,
                     extra: dict[str, Any] | None = None,
                     rng_states: dict[str, torch.Tensor] | None = None,
-                    vae_dtype: torch.dtype | None = None) -> Path:
-    """Write the checkpoint atomically (temp file + rename), so a crash never leaves half a file."""
+                    vae_dtype: torch.dtype | None = None,
+                    decode_options: DecodeOptions | None = None,
+                    writer_settings: WriterSettings | None = None) -> Path:
+    """Write the checkpoint atomically (temp file + rename), so a crash never leaves half a file.
+
+    ``decode_options`` / ``writer_settings``: how the render decodes and writes these latents
+    (a resume uses them); ``fps`` defaults to the writer's (else 16)."""
+    if fps is None:
+        fps = writer_settings.fps if writer_settings is not None and writer_settings.fps else 16
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -125,6 +139,8 @@ def save_checkpoint(path: str | Path, decode_input: DecodeInput, *, model: str |
         "dtype": str(decode_input.latents.dtype).removeprefix("torch."),
         "decode_kwargs": json.dumps(plain_kwargs), "extra": json.dumps(extra or {}),
         "vae_dtype": str(vae_dtype).removeprefix("torch.") if vae_dtype is not None else "",
+        "decode_options": json.dumps(decode_options.to_dict()) if decode_options else "",
+        "writer_settings": json.dumps(writer_settings.to_dict()) if writer_settings else "",
         "sha256": tensors_sha256(tensors),
     }
     tmp = path.with_name(path.name + ".tmp")
@@ -165,15 +181,15 @@ def load_checkpoint(path: str | Path) -> LatentCheckpoint:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"latent checkpoint {str(path)!r} does not exist")
+        raise CheckpointMissing(f"latent checkpoint {str(path)!r} does not exist")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for bad headers
-        raise ValueError(f"{str(path)!r} is not a readable safetensors file: {e}") from None
+        raise CheckpointError(f"{str(path)!r} is not a readable safetensors file: {e}") from None
     if meta.get("format") != "vidmem-latents" or LATENTS_KEY not in tensors:
-        raise ValueError(f"{str(path)!r} is not a vidmem latent checkpoint (written by "
+        raise CheckpointError(f"{str(path)!r} is not a vidmem latent checkpoint (written by "
                          f"`vidmem render`)")
     recorded = meta.get("sha256")
     if recorded and tensors_sha256(tensors) != recorded:
@@ -187,10 +203,20 @@ def load_checkpoint(path: str | Path) -> LatentCheckpoint:
         if key.startswith(_KWARG_PREFIX):
             kwargs[key[len(_KWARG_PREFIX):]] = value
     frames = meta.get("frames")
+    try:
+        decode_options = (DecodeOptions.from_dict(json.loads(meta["decode_options"]))
+                          if meta.get("decode_options") else None)
+        writer_settings = (WriterSettings.from_dict(json.loads(meta["writer_settings"]))
+                           if meta.get("writer_settings") else None)
+    except (ValueError, TypeError) as e:  # InvalidOptions is a ValueError
+        raise CheckpointDamaged(f"{str(path)!r} records settings vidmem cannot read ({e}); "
+                                f"re-render, or use another copy") from None
     return LatentCheckpoint(
         decode_input=DecodeInput(tensors[LATENTS_KEY], kwargs),
         model=meta.get("model") or None, family=meta.get("family") or None,
         fps=float(meta.get("fps") or 16), frames=int(frames) if frames else None,
-        dtype=meta.get("dtype", "float32"), vae_dtype=meta.get("vae_dtype") or None, extra=json.loads(meta.get("extra") or "{}"),
+        dtype=meta.get("dtype", "float32"), vae_dtype=meta.get("vae_dtype") or None,
+        extra=json.loads(meta.get("extra") or "{}"),
         rng_states={d: tensors[k] for d, k in RNG_KEYS.items() if k in tensors},
+        decode_options=decode_options, writer_settings=writer_settings,
     )

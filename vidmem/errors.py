@@ -61,6 +61,10 @@ class OutputError(VidmemError, OSError):
     """The output cannot be written as asked; the message says why and what to do."""
 
 
+class OutputDirectoryMissing(OutputError, FileNotFoundError):
+    """The output's directory does not exist (vidmem never creates it for one clip)."""
+
+
 class OutputInUse(OutputError):
     """Another run (process or thread) is writing the same video."""
 
@@ -71,6 +75,10 @@ class OutputExists(OutputError):
 
 class CheckpointError(VidmemError, ValueError):
     """A latent checkpoint that cannot be used: missing, not a vidmem checkpoint, or damaged."""
+
+
+class CheckpointMissing(CheckpointError, FileNotFoundError):
+    """No checkpoint at the path given."""
 
 
 class CheckpointDamaged(CheckpointError):
@@ -158,6 +166,7 @@ class DecodeInterrupted(IncompleteVideo, KeyboardInterrupt):
 #: every public exception class, for ``vidmem``'s exports and the tests.
 PUBLIC_ERRORS = (
     VidmemError, InvalidOptions, InvalidInput, InvalidInputType, UnsupportedModel, ModelNotFound,
-    BudgetTooSmall, OutputError, OutputInUse, OutputExists, CheckpointError, CheckpointDamaged,
+    BudgetTooSmall, OutputError, OutputDirectoryMissing, OutputInUse, OutputExists, CheckpointError,
+    CheckpointMissing, CheckpointDamaged,
     PromptsFileError, WriterError, RankFailed, GroupBroken, DecodeFailed, DecodeInterrupted,
 )

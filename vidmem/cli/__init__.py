@@ -4,9 +4,10 @@ One module per subcommand (``cmd_render``, ``cmd_decode``, ``cmd_plan``); what t
 types, decode options, the checks they must agree on) is in ``options``; progress output in
 ``progress``.
 
-Errors a user can fix (bad sizes, missing directories, unsupported models) print one line to
-stderr and exit with status 2, before any model work starts where possible; unexpected failures
-exit 1 with the exception's message (``VIDMEM_DEBUG=1`` shows the traceback).
+Errors print one line to stderr and exit with the status ``errors.EXIT_STATUS`` gives their
+class: 2 for what the user can fix (bad sizes, missing directories, unsupported models), before
+any model work starts where possible; 1 for a failure of the run, or anything that is not a
+vidmem error (``VIDMEM_DEBUG=1`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import warnings
 from typing import Any, Sequence
 
 from . import cmd_decode, cmd_plan, cmd_render
-from .options import HelpFormatter, Parser, UsageError, report_error
+from .errors import UsageError, report_error
+from .options import HelpFormatter, Parser
 
 __all__ = ["build_parser", "main", "UsageError"]
 
@@ -59,12 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         return args.handler(args)
-    except UsageError as e:
-        return report_error(e)
     except KeyboardInterrupt as e:
         return report_error(e)
     except Exception as e:  # noqa: BLE001 - the CLI's contract is one line, not a traceback
-        if os.environ.get("VIDMEM_DEBUG"):
+        if os.environ.get("VIDMEM_DEBUG") and not isinstance(e, UsageError):
             raise
         return report_error(e)
 

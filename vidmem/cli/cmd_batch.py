@@ -15,7 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .options import UsageError, check_sizes_for_family, parse_budget
+from .clip import call_kwargs, check_args
+from .distributed import RankJob
+from .errors import UsageError
+from .options import check_sizes_for_family, parse_budget, resolve_model
 
 
 def add_batch_options(r: argparse.ArgumentParser) -> None:
@@ -65,14 +68,9 @@ def clip_args(args: argparse.Namespace, clip: Any) -> argparse.Namespace:
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    from ..batch import PromptsFileError, read_prompts
-    from .distributed import RankJob
-    from .options import resolve_model
+    from ..batch import read_prompts
 
-    try:
-        clips = read_prompts(args.prompts, base_seed=args.seed)
-    except PromptsFileError as e:
-        raise UsageError(str(e)) from None
+    clips = read_prompts(args.prompts, base_seed=args.seed)
     out_dir = Path(args.out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out-dir {args.out_dir!r} is a file, not a directory")
@@ -86,33 +84,28 @@ def run_batch(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     args.out = str(out_dir / clips[0].filename)  # a real output path, for the shared checks
     job = RankJob.start(args, batch=True)
-    return job.run(lambda: _run(args, clips, job)) if job else _run(args, clips, None)
+    return job.run(lambda: _run(args, clips, job))
 
 
-def _run(args: argparse.Namespace, clips: list, job: Any) -> int:
-    from .cmd_render import check_args
-
-    check_args(args)
+def _run(args: argparse.Namespace, clips: list, job: RankJob) -> int:
+    check_args(args)  # builds args.decode_options / args.writer_settings: every clip gets them
     import diffusers
     import transformers
 
     from ..batch import render_batch
     from ..loading import DTYPES, load_pipeline
-    from .cmd_render import call_kwargs
 
-    rank = job.session.rank if job is not None else 0
-    prefix = f"[rank {rank}] " if job is not None else ""
     quiet = args.quiet
 
     def log(msg: str) -> None:
         if not quiet:
-            print(prefix + msg, file=sys.stderr)
+            print(job.rank_prefix + msg, file=sys.stderr)
 
     diffusers.utils.logging.disable_progress_bar()  # one line per clip instead
     transformers.utils.logging.disable_progress_bar()
-    if rank == 0:
+    if job.is_writer:
         log(f"stage: {len(clips)} clips from {args.prompts} into {args.out_dir}"
-            + (f", divided among {job.session.size} ranks" if job is not None else ""))
+            + (f", divided among {job.session.size} ranks" if job.splits else ""))
     pipe = load_pipeline(args.model, DTYPES[args.dtype] if args.dtype else None)
     pipe.set_progress_bar_config(disable=True)
     offload = None
@@ -120,10 +113,6 @@ def _run(args: argparse.Namespace, clips: list, job: Any) -> int:
         from ..offload import plan_offload
 
         offload = plan_offload(pipe, parse_budget(args.budget)).apply(pipe)  # once, for all clips
-    if args.fps is None:
-        from ..pipelines import rule_for
-
-        args.fps = rule_for(pipe).default_fps
 
     def call_for(clip: Any) -> dict[str, Any]:
         kwargs = call_kwargs(clip_args(args, clip), pipe, lambda msg: None)
@@ -140,12 +129,9 @@ def _run(args: argparse.Namespace, clips: list, job: Any) -> int:
             what = record["action"]
         log(f"{Path(record['file']).name}: {what}")
 
-    report = render_batch(pipe, clips, args.out_dir, fps=args.fps,
-                          chunk_frames=args.chunk_frames, overlap_frames=args.overlap_frames,
-                          tile_size=args.tile_size, tile_overlap=args.tile_overlap,
-                          lossless=args.lossless, keep_latents=args.keep_latents,
-                          call_for=call_for, on_clip=on_clip,
-                          process_group=job.session if job is not None else False)
-    if rank == 0:
+    report = render_batch(pipe, clips, args.out_dir, decode_options=args.decode_options,
+                          writer_settings=args.writer_settings, keep_latents=args.keep_latents,
+                          call_for=call_for, on_clip=on_clip, process_group=job.session)
+    if job.is_writer:
         print(report.to_json() if args.json else str(report))
     return 1 if report.failed else 0

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .options import (HelpFormatter, UsageError, add_decode_options, add_shape_options,
-                      budget_or_auto, check_sizes_for_family, resolve_model, whole_clip_norm)
+from .errors import UsageError
+from .options import (HelpFormatter, add_decode_options, add_shape_options, budget_or_auto,
+                      check_sizes_for_family, decode_options_from, resolve_model)
 
 EXAMPLES = """examples:
   vidmem plan --budget 8GiB --device cuda              # the built-in tiny Wan pipeline
@@ -85,9 +86,7 @@ def decode_plan_for(pipe: Any, args: argparse.Namespace) -> Any:
     latents = decode_latents_meta(pipe, Workload(args.num_frames, args.height, args.width))
     if latents is None:
         return None
-    return plan_decode(pipe.vae, latents, chunk_frames=args.chunk_frames,
-                       overlap_frames=args.overlap_frames, tile_size=args.tile_size,
-                       tile_overlap=args.tile_overlap, whole_clip_norm=whole_clip_norm(args))
+    return plan_decode(pipe.vae, latents, **decode_options_from(args).tiling())
 
 
 def decode_description(plan: Any) -> dict[str, Any]:

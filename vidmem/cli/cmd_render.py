@@ -6,10 +6,11 @@ import argparse
 import sys
 from typing import Any
 
-from .options import (TINY_STEPS, HelpFormatter, UsageError, add_decode_options,
-                      add_memory_breakdown_option, add_shape_options,
-                      budget_or_auto, check_sizes_for_family, positive_float, positive_int,
-                      resolve_model, whole_clip_norm)
+from .clip import DEFAULT_PROMPT, call_kwargs, check_args, quiet_libraries
+from .cmd_batch import add_batch_options, check_batch_flags, run_batch
+from .distributed import RankJob, add_split_options
+from .options import (TINY_STEPS, HelpFormatter, add_decode_options, add_memory_breakdown_option,
+                      add_shape_options, budget_or_auto, positive_float, positive_int)
 from .progress import Progress
 
 EXAMPLES = """examples (each runs as printed, offline):
@@ -23,9 +24,6 @@ EXAMPLES = """examples (each runs as printed, offline):
 with a real model (downloads it; needs a connection or a local copy):
   vidmem render --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --dtype bf16 --budget 8GiB ...
 """
-
-DEFAULT_PROMPT = "a cat walking on grass, cinematic"
-
 
 def add_parser(sub: Any) -> None:
     r = sub.add_parser("render", help="run a pipeline and write an MP4",
@@ -89,163 +87,40 @@ def add_parser(sub: Any) -> None:
     add_decode_options(r)
     add_memory_breakdown_option(r)
     # --- scale-out (#14): batches of clips (--prompts) and one clip split over torchrun's ranks
-    from .cmd_batch import add_batch_options
-    from .distributed import add_split_options
-
     add_batch_options(r)
     add_split_options(r, context_parallel=True)
     r.set_defaults(handler=run)
 
 
-def parse_pipeline_args(items: list[str]) -> dict[str, Any]:
-    import ast
-
-    out: dict[str, Any] = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep or not name.isidentifier():
-            raise UsageError(f"--arg {item!r}: expected NAME=VALUE, e.g. --arg guidance_scale=5.0")
-        try:
-            out[name] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            out[name] = text  # a plain string
-    return out
-
-
-def check_args(args: argparse.Namespace) -> None:
-    """Everything that can be checked without loading weights: the pipeline class (from
-    ``model_index.json``), frame count and sizes for its family, the decode tiling against the
-    latents those sizes give (local pipelines: from the VAE's config alone), the image, the
-    output path, the writer settings and the budget. Fills in the tiny pipelines' small
-    defaults and records them in ``args.tiny_defaults``."""
-    import os
-
-    from ..outputs import check_video_path
-
-    try:  # the cheap checks first: they answer before torch and diffusers are imported
-        check_video_path(args.out)
-    except (ValueError, OSError) as e:
-        raise UsageError(str(e)) from None
-    if args.image is not None and not os.path.isfile(args.image):
-        raise UsageError(f"--image {args.image!r}: no such file")
-    if args.budget is not None:
-        budget_or_auto(args.budget)  # a size or "auto"
-    from ..io.writer import check_writer_options
-    from ..loading import check_model_reachable
-
-    rule, class_name, tiny = resolve_model(args)
-    if tiny and args.steps is None:
-        args.steps = args.tiny_defaults["num_inference_steps"] = TINY_STEPS
-    args.fps = args.fps or (rule.default_fps if rule is not None else None)
-    check_sizes_for_family(rule, args.num_frames, args.height, args.width)
-    if rule is not None and rule.needs_image and args.image is None:
-        raise UsageError(f"{class_name} is image-to-video: pass --image PATH")
-    args.pipeline_args = parse_pipeline_args(args.arg)
-    try:
-        if args.fps is not None:
-            check_writer_options(args.fps, lossless=args.lossless)
-        check_decode_options(args)
-    except (ValueError, OSError) as e:
-        raise UsageError(str(e)) from None
-    try:
-        check_model_reachable(args.model)
-    except OSError as e:
-        raise UsageError(str(e)) from None
-
-
-def check_decode_options(args: argparse.Namespace) -> None:
-    """The decode tiling flags against the latents of the requested clip, before any loading.
-
-    Local pipelines: the VAE is built from its config on the meta device (no weights read);
-    tiny pipelines and hub ids are checked by :func:`vidmem.render` after loading, still before
-    the denoising."""
-    from pathlib import Path
-
-    from ..decode import plan_decode
-    from ..loading import vae_skeleton
-    from ..pipelines import clip_latents
-
-    if not all(isinstance(v, int) for v in (args.num_frames, args.height, args.width)):
-        return
-    if not Path(args.model).is_dir():
-        return
-    vae = vae_skeleton(args.model)
-    latents = clip_latents(vae, args.num_frames, args.height, args.width) if vae is not None \
-        else None
-    if latents is not None:
-        plan_decode(vae, latents, chunk_frames=args.chunk_frames,
-                    overlap_frames=args.overlap_frames, tile_size=args.tile_size,
-                    tile_overlap=args.tile_overlap, whole_clip_norm=whole_clip_norm(args))
-
-
-def call_kwargs(args: argparse.Namespace, pipe: Any, log: Any) -> dict[str, Any]:
-    """The pipeline call from the flags: only what was given (the pipeline's own defaults
-    otherwise), and only what this pipeline takes (SVD has no prompt)."""
-    import inspect
-
-    import torch
-
-    accepted = inspect.signature(pipe.__call__).parameters
-    kwargs: dict[str, Any] = dict(generator=torch.Generator().manual_seed(args.seed))
-    if args.steps is not None:
-        kwargs["num_inference_steps"] = args.steps
-    optional = dict(prompt=args.prompt, negative_prompt=args.negative_prompt,
-                    num_frames=args.num_frames, height=args.height, width=args.width,
-                    guidance_scale=args.guidance_scale)
-    if "prompt" in accepted and args.prompt is None:
-        optional["prompt"] = DEFAULT_PROMPT
-    for name, value in optional.items():
-        if value is None:
-            continue
-        if name in accepted:
-            kwargs[name] = value
-        elif getattr(args, name, None) is not None:
-            log(f"note: {type(pipe).__name__} takes no {name}; --{name.replace('_', '-')} ignored")
-    if args.image is not None:
-        from diffusers.utils import load_image
-
-        kwargs["image"] = load_image(args.image)
-    kwargs.update(args.pipeline_args)
-    return kwargs
-
-
 def run(args: argparse.Namespace) -> int:
     # --- scale-out (#14): --prompts is a batch; under torchrun one clip is split over the ranks
-    from .cmd_batch import check_batch_flags, run_batch
-    from .distributed import RankJob
-
     if check_batch_flags(args):
         return run_batch(args)
-    split = RankJob.start(args)
-    return split.run(lambda: run_one(args, split)) if split else run_one(args, None)
+    job = RankJob.start(args)
+    return job.run(lambda: run_one(args, job))
 
 
-def run_one(args: argparse.Namespace, split: Any = None) -> int:
-    """Render one clip (``split``: this rank's part of a clip split by ``torchrun``)."""
+def run_one(args: argparse.Namespace, job: RankJob) -> int:
+    """Render one clip (``job``: this process's part, alone or one rank of a split render)."""
     check_args(args)
     from ..outputs import OutputClaim
 
     # Own the output before loading anything: a second render to the same file fails in
     # seconds, and the files of an earlier run are refused before minutes of loading. In a split
     # render rank 0 alone owns it (it alone writes).
-    claim = None
-    if split is None or split.is_writer:
-        try:
-            claim = OutputClaim(args.out, overwrite=args.overwrite).acquire()
-        except OSError as e:
-            raise UsageError(str(e)) from None
+    claim = OutputClaim(args.out, overwrite=args.overwrite).acquire() if job.is_writer else None
     try:
-        return _render(args, split)
+        return _render(args, job)
     finally:
         if claim is not None:
             claim.release()
 
 
-def _render(args: argparse.Namespace, split: Any = None) -> int:
+def _render(args: argparse.Namespace, job: RankJob) -> int:
     import torch
 
     from ..loading import DTYPES, load_pipeline
-    from ..render import render
+    from ..rendering import render
 
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     quiet_libraries(args.quiet)
@@ -253,6 +128,7 @@ def _render(args: argparse.Namespace, split: Any = None) -> int:
     pipe = load_pipeline(args.model, DTYPES[args.dtype] if args.dtype else None)
     kwargs = call_kwargs(args, pipe, log)
     frames = kwargs.get("num_frames")
+    decode = args.decode_options
     offload = None
     if args.budget is not None:
         # --- issue #13: plan for this render's own shape and decode options; the decode then
@@ -260,21 +136,15 @@ def _render(args: argparse.Namespace, split: Any = None) -> int:
         from ..offload import plan_offload
         from ..offload.stages import Workload
 
-        workload = Workload.for_call(kwargs, chunk_frames=args.chunk_frames,
-                                     tile_size=args.tile_size, tile_overlap=args.tile_overlap,
-                                     overlap_frames=args.overlap_frames)
+        workload = Workload.for_call(kwargs, **{k: v for k, v in decode.tiling().items()
+                                                if k != "whole_clip_norm"})
         offload = plan_offload(pipe, budget_or_auto(args.budget), workload=workload,
                                allow_fp8=args.allow_fp8)
-        if args.tile_size is None and offload.decode_tile_size is not None:
-            args.tile_size = offload.decode_tile_size
+        if decode.tile_size is None and offload.decode_tile_size is not None:
+            decode = decode.with_(tile_size=offload.decode_tile_size)
         log(str(offload))
         # --- end issue #13 ---
-    if split is not None:  # --- scale-out (#14): the transformer's context parallelism
-        split.prepare_pipeline(pipe, args, offload)
-    if args.fps is None:  # a hub id: the family is known only now
-        from ..pipelines import rule_for
-
-        args.fps = rule_for(pipe).default_fps
+    job.prepare_pipeline(pipe, args, offload)  # --- scale-out (#14): context parallelism
     progress = Progress(frames or 0, enabled=not args.quiet)
     progress.install_denoise(pipe)
     steps = kwargs.get("num_inference_steps", "the pipeline's default number of")
@@ -283,26 +153,13 @@ def _render(args: argparse.Namespace, split: Any = None) -> int:
     # Decoders that inject noise (LTX) draw it from the global RNG: seed it for repeatability.
     torch.manual_seed(args.seed)
     try:
-        report = render(pipe, args.out, fps=args.fps, chunk_frames=args.chunk_frames,
-                        overlap_frames=args.overlap_frames, tile_size=args.tile_size,
-                        tile_overlap=args.tile_overlap, whole_clip_norm=whole_clip_norm(args),
-                        lossless=args.lossless, progress=progress,
+        report = render(pipe, args.out, decode_options=decode,
+                        writer_settings=args.writer_settings, progress=progress,
                         keep_latents=args.keep_latents, offload=offload, overwrite=args.overwrite,
-                        memory_breakdown=args.memory_breakdown,
-                        process_group=split.session if split is not None else False, **kwargs)
+                        process_group=job.session, **kwargs)
     finally:
         progress.close()
-    if split is None or split.is_writer:
+    if job.is_writer:
         report.defaults = {**args.tiny_defaults, **report.defaults}
         print(report.to_json() if args.json else str(report))
     return 0
-
-
-def quiet_libraries(quiet: bool) -> None:
-    """diffusers' and transformers' own progress bars off with ``--quiet``."""
-    if quiet:
-        import diffusers
-        import transformers
-
-        diffusers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.disable_progress_bar()

@@ -17,7 +17,10 @@ import os
 import sys
 from typing import Any, Callable
 
-from .options import positive_float, positive_int, report_error
+from ..errors import GroupBroken
+
+from .errors import INTERRUPTED_STATUS, report_error
+from .options import positive_float, positive_int
 
 log = logging.getLogger("vidmem")
 
@@ -43,24 +46,45 @@ def add_split_options(p: argparse.ArgumentParser, *, context_parallel: bool) -> 
 
 
 class RankJob:
-    """This process's part of a command ``torchrun`` started several times: one clip split over
-    the ranks, or a batch."""
+    """This process's part of a command: alone (a :class:`~vidmem.parallel.SoloSession`), or one
+    rank of a command ``torchrun`` started several times (one clip split over the ranks, or a
+    batch). The subcommands run the same code either way."""
 
-    def __init__(self, session: Any, started_group: bool):
-        self.session = session
+    def __init__(self, session: Any = None, started_group: bool = False):
+        self._session = session  # None: alone, the SoloSession made on first use
         self.started_group = started_group
 
     @property
+    def session(self) -> Any:
+        """The session the API calls take as ``process_group`` (importing it needs torch, so a
+        job alone makes its :class:`~vidmem.parallel.SoloSession` only when asked)."""
+        if self._session is None:
+            from ..parallel import SoloSession
+
+            self._session = SoloSession()
+        return self._session
+
+    @property
+    def splits(self) -> bool:
+        """Whether other processes share this job."""
+        return self._session is not None and self._session.splits
+
+    @property
     def is_writer(self) -> bool:
-        return self.session.is_writer
+        return not self.splits or self._session.is_writer
+
+    @property
+    def rank_prefix(self) -> str:
+        """``"[rank K] "`` for a line a rank prints about its own share; empty when alone."""
+        return f"[rank {self._session.rank}] " if self.splits else ""
 
     @classmethod
-    def start(cls, args: argparse.Namespace, *, batch: bool = False) -> "RankJob | None":
-        """Join ``torchrun``'s group when it started several processes; ``None`` otherwise (then
-        ``--split`` has nothing to split, which is said once). In a split job the ranks other
-        than 0 are made quiet; in a batch each rank reports its own clips."""
+    def start(cls, args: argparse.Namespace, *, batch: bool = False) -> "RankJob":
+        """Join ``torchrun``'s group when it started several processes; otherwise a job of this
+        process alone (then ``--split`` has nothing to split, which is said once). In a split
+        job the ranks other than 0 are made quiet; in a batch each rank reports its own clips."""
         if "WORLD_SIZE" not in os.environ and not getattr(args, "split", False):
-            return None  # not launched by torchrun: answered without importing torch
+            return cls()  # not launched by torchrun: answered without importing torch
         from ..parallel import SplitSession, init_from_environment
         from ..parallel.group import BATCH_TIMEOUT_S, SPLIT_TIMEOUT_S, launched_world_size
 
@@ -68,12 +92,10 @@ class RankJob:
             if getattr(args, "split", False) and not args.quiet:
                 print("note: --split with one process: nothing to split (launch with torchrun "
                       "--nproc-per-node N)", file=sys.stderr)
-            return None
+            return cls()
         timeout = args.dist_timeout or (BATCH_TIMEOUT_S if batch else SPLIT_TIMEOUT_S)
         started = init_from_environment(timeout)
         session = SplitSession.resolve(None)
-        if session is None:
-            return None
         if not session.is_writer and not batch:  # rank 0 alone prints progress and the report
             args.quiet = True
             args.json = False
@@ -87,7 +109,9 @@ class RankJob:
     def prepare_pipeline(self, pipe: Any, args: argparse.Namespace, offload: Any = None) -> None:
         """Context parallelism for the transformer where diffusers supports it (every rank must
         agree on the outcome, or the ranks' denoising would not match). ``offload``: the
-        render's offload plan, which decides where the transformer runs."""
+        render's offload plan, which decides where the transformer runs. Alone: nothing to do."""
+        if not self.splits:
+            return
         from ..parallel import enable_context_parallel
 
         result = enable_context_parallel(pipe, self.session.group,
@@ -96,12 +120,15 @@ class RankJob:
                                          device=offload.device if offload is not None else None)
         outcomes = self.session.agree(str(result))
         if len(set(outcomes)) > 1:
-            raise RuntimeError(f"the ranks disagree on context parallelism: {outcomes}")
+            raise GroupBroken(f"the ranks disagree on context parallelism: {outcomes}")
         self.log(f"split over {self.session.size} processes ({self.session.group.backend}); "
                  f"{result}", args)
 
     def run(self, body: Callable[[], int]) -> int:
-        """Run the command's ``body`` on this rank and end every rank together."""
+        """Run the command's ``body`` on this rank and end every rank together (alone: run it;
+        errors go to the command line's handler)."""
+        if not self.splits:
+            return body()
         from ..parallel import GroupBroken, RankFailed, shutdown
         from ..parallel.session import already_agreed
 
@@ -113,8 +140,8 @@ class RankJob:
                     self.session.fail(e)  # the other ranks learn of it at their next agreement
                 except (RankFailed, GroupBroken):
                     pass
-            code = report_error(e) if self.is_writer else (130 if isinstance(
-                e, KeyboardInterrupt) else 1)
+            code = report_error(e) if self.is_writer else (
+                INTERRUPTED_STATUS if isinstance(e, KeyboardInterrupt) else 1)
             if not self.session.broken:
                 try:  # leave together: rank 0 has printed why before torchrun stops anyone
                     self.session.agree()

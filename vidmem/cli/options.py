@@ -12,39 +12,7 @@ import argparse
 import math
 from typing import Any
 
-
-class UsageError(Exception):
-    """A problem with the user's input: reported as one line, exit status 2."""
-
-
-def report_error(error: BaseException) -> int:
-    """Print ``error`` as the CLI's one line on stderr and return the exit status: 2 for what the
-    user can fix (usage, values, files), 130 for an interrupt, 1 otherwise. ``VIDMEM_DEBUG=1``
-    prints the traceback as well."""
-    import os
-    import sys
-    import traceback
-
-    if isinstance(error, UsageError):
-        print(f"vidmem: error: {error}", file=sys.stderr)
-        return 2
-    if isinstance(error, KeyboardInterrupt):
-        # DecodeInterrupted says what was kept and how to resume; a bare Ctrl-C says nothing.
-        detail = " ".join(str(error).split())
-        print(f"vidmem: {detail}" if detail else "vidmem: interrupted", file=sys.stderr)
-        return 130
-    if os.environ.get("VIDMEM_DEBUG"):
-        traceback.print_exception(error)
-    from ..render import DecodeFailed
-
-    text = " ".join(str(error).split()) or type(error).__name__
-    if isinstance(error, DecodeFailed):
-        # the work was done and kept; what failed is the decode or the write, not the user's input
-        print(f"vidmem: error: {text}", file=sys.stderr)
-        return 1
-    user = isinstance(error, (ValueError, TypeError, OSError))
-    print(f"vidmem: {'error' if user else type(error).__name__}: {text}", file=sys.stderr)
-    return 2 if user else 1
+from .errors import UsageError
 
 
 #: sizes the tiny pipelines render by default (small enough for a CPU in seconds).
@@ -132,10 +100,26 @@ def add_decode_options(p: argparse.ArgumentParser) -> None:
                         "the family's default, 'on' for HunyuanVideo, unused by other families)")
 
 
-def whole_clip_norm(args: argparse.Namespace) -> bool | str | None:
-    """``--whole-clip-norm`` as :func:`vidmem.decode_latents`' ``whole_clip_norm``."""
-    return {"auto": None, "on": True, "off": False, "exact": "exact"}[
-        getattr(args, "whole_clip_norm", None) or "auto"]
+def decode_options_from(args: argparse.Namespace) -> Any:
+    """The :class:`vidmem.DecodeOptions` the decode flags give (every subcommand that decodes
+    builds its options here, once, so each flag reaches every clip it concerns)."""
+    from ..decode.options import WHOLE_CLIP_NORM_FLAGS, DecodeOptions
+
+    return DecodeOptions(chunk_frames=getattr(args, "chunk_frames", None),
+                         overlap_frames=getattr(args, "overlap_frames", None),
+                         tile_size=getattr(args, "tile_size", None),
+                         tile_overlap=getattr(args, "tile_overlap", None),
+                         whole_clip_norm=WHOLE_CLIP_NORM_FLAGS[
+                             getattr(args, "whole_clip_norm", None) or "auto"],
+                         memory_breakdown=bool(getattr(args, "memory_breakdown", False)))
+
+
+def writer_settings_from(args: argparse.Namespace) -> Any:
+    """The :class:`vidmem.WriterSettings` the writer flags give (``--fps``, ``--lossless``)."""
+    from ..io.settings import WriterSettings
+
+    return WriterSettings(fps=getattr(args, "fps", None),
+                          lossless=bool(getattr(args, "lossless", False)))
 
 
 def add_memory_breakdown_option(p: argparse.ArgumentParser) -> None:

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import InvalidInput, InvalidInputType
+
 LAYOUTS_HELP = ("expected uint8 (T, H, W, 3) or (H, W, 3); a float tensor (1, 3, T, H, W) in "
                 "[-1, 1] (the VAE's decode output); or float numpy (T, H, W, 3) / (1, T, H, W, 3) "
                 "in [0, 1] (output_type='np')")
@@ -32,7 +34,7 @@ LAYOUTS_HELP = ("expected uint8 (T, H, W, 3) or (H, W, 3); a float tensor (1, 3,
 def _check_finite(x: Any) -> None:
     finite = torch.isfinite(x).all().item() if isinstance(x, torch.Tensor) else np.isfinite(x).all()
     if not finite:
-        raise ValueError("frames contain NaN or inf values; the decode produced invalid pixels "
+        raise InvalidInput("frames contain NaN or inf values; the decode produced invalid pixels "
                          "(check the VAE's dtype: fp16 VAEs often overflow, try bf16 or fp32)")
 
 
@@ -58,7 +60,7 @@ def _float01_to_uint8(x: np.ndarray) -> np.ndarray:
 
 def _check_channels_last(shape: tuple[int, ...]) -> None:
     if shape[-1] != 3:
-        raise ValueError(f"frames must have 3 (RGB) channels in the last axis, got shape "
+        raise InvalidInput(f"frames must have 3 (RGB) channels in the last axis, got shape "
                          f"{shape}; {LAYOUTS_HELP}")
 
 
@@ -77,7 +79,7 @@ def vae_pixels_to_uint8_(pixels: torch.Tensor) -> torch.Tensor:
     bit-identical; the only new allocation is the uint8 output (for float32 input; the
     out-of-place version briefly holds two more float copies of the chunk, 8x the output)."""
     if not pixels.is_floating_point():
-        raise TypeError(f"expected float pixels, got {pixels.dtype}")
+        raise InvalidInputType(f"expected float pixels, got {pixels.dtype}")
     # Other float dtypes are converted first, exactly as ``.float()`` does out of place.
     x = pixels[0] if pixels.dtype == torch.float32 else pixels[0].float()
     x.clamp_(-1, 1).add_(1).mul_(127.5).round_()
@@ -95,20 +97,20 @@ def to_uint8_frames(frames: Any) -> np.ndarray:
             if x.ndim == 3:
                 x = x.unsqueeze(0)
             if x.ndim != 4:
-                raise ValueError(f"uint8 frames must be (T, H, W, 3) or (H, W, 3), got shape "
+                raise InvalidInput(f"uint8 frames must be (T, H, W, 3) or (H, W, 3), got shape "
                                  f"{tuple(x.shape)}")
             _check_channels_last(tuple(x.shape))
             return np.ascontiguousarray(x.cpu().numpy())
         if not x.is_floating_point():
-            raise TypeError(f"frames of dtype {x.dtype} are not supported; {LAYOUTS_HELP}")
+            raise InvalidInputType(f"frames of dtype {x.dtype} are not supported; {LAYOUTS_HELP}")
         if x.ndim != 5:
-            raise ValueError(f"a float tensor must be the VAE's decode output (1, 3, T, H, W) in "
+            raise InvalidInput(f"a float tensor must be the VAE's decode output (1, 3, T, H, W) in "
                              f"[-1, 1], got shape {tuple(x.shape)}; {LAYOUTS_HELP}")
         if x.shape[0] != 1:
-            raise ValueError(f"one video at a time: got a batch of {x.shape[0]} in "
+            raise InvalidInput(f"one video at a time: got a batch of {x.shape[0]} in "
                              f"{tuple(x.shape)}; pass video[i:i+1]")
         if x.shape[1] != 3:
-            raise ValueError(f"a float tensor must be (1, 3, T, H, W) with 3 channels in axis 1, "
+            raise InvalidInput(f"a float tensor must be (1, 3, T, H, W) with 3 channels in axis 1, "
                              f"got shape {tuple(x.shape)}")
         _check_finite(x)
         return vae_pixels_to_uint8(x).cpu().numpy()
@@ -119,22 +121,22 @@ def to_uint8_frames(frames: Any) -> np.ndarray:
             if x.ndim == 3:
                 x = x[None]
             if x.ndim != 4:
-                raise ValueError(f"uint8 frames must be (T, H, W, 3) or (H, W, 3), got shape "
+                raise InvalidInput(f"uint8 frames must be (T, H, W, 3) or (H, W, 3), got shape "
                                  f"{x.shape}")
             _check_channels_last(x.shape)
             return np.ascontiguousarray(x)
         if np.issubdtype(x.dtype, np.floating):
             if x.ndim == 5:
                 if x.shape[0] != 1:
-                    raise ValueError(f"one video at a time: got a batch of {x.shape[0]} in "
+                    raise InvalidInput(f"one video at a time: got a batch of {x.shape[0]} in "
                                      f"{x.shape}; pass frames[i]")
                 x = x[0]
             if x.ndim != 4:
-                raise ValueError(f"float numpy frames must be (T, H, W, 3) or (1, T, H, W, 3) in "
+                raise InvalidInput(f"float numpy frames must be (T, H, W, 3) or (1, T, H, W, 3) in "
                                  f"[0, 1], got shape {x.shape}")
             _check_channels_last(x.shape)
             return _float01_to_uint8(x)
-        raise TypeError(f"frames of dtype {x.dtype} are not supported; {LAYOUTS_HELP}")
+        raise InvalidInputType(f"frames of dtype {x.dtype} are not supported; {LAYOUTS_HELP}")
 
-    raise TypeError(f"frames must be a numpy array or a torch tensor, got {type(frames).__name__}; "
+    raise InvalidInputType(f"frames must be a numpy array or a torch tensor, got {type(frames).__name__}; "
                     f"{LAYOUTS_HELP}")

@@ -43,75 +43,22 @@ from typing import Any, Callable
 import av
 import numpy as np
 
+from ..errors import (InvalidInput, InvalidOptions, OutputDirectoryMissing, OutputError,
+                      WriterError)
+from ..files import ClipFiles, OutputLock
 from ..memory import release_host_memory
-from ..outputs import OutputLock
 from .frames import to_uint8_frames
+from .settings import (CODECS, DEFAULT_CRF, DEFAULT_PRESET, VIDEO_SUFFIXES, WriterSettings,
+                       available_encoders, exact_fps, key_is_av1)
+
+__all__ = ["CODECS", "VideoWriter", "WriterError", "WriterSettings", "available_encoders",
+           "exact_fps"]
 
 log = logging.getLogger("vidmem")
 
+
 ProgressHook = Callable[[int, int], None]
 """``progress(frames_written, bytes_written)``, called on the encoder thread after each chunk."""
-
-#: codec name -> encoder candidates, best first.
-CODECS: dict[str, tuple[str, ...]] = {
-    "h264": ("libx264", "h264"),
-    "h265": ("libx265", "hevc"),
-    "hevc": ("libx265", "hevc"),
-    "av1": ("libsvtav1", "libaom-av1", "librav1e", "av1"),
-}
-#: default quality per encoder (constant rate factor); documented in VideoWriter.
-DEFAULT_CRF = {"libx264": 18, "libx265": 22, "libsvtav1": 30, "libaom-av1": 30, "librav1e": 30}
-DEFAULT_PRESET = {"libx264": "fast", "libx265": "fast", "libsvtav1": "8"}
-VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v")
-
-#: NTSC rates people write as decimals, mapped to their exact rational value.
-_NTSC = {23.976: Fraction(24000, 1001), 29.97: Fraction(30000, 1001),
-         47.952: Fraction(48000, 1001), 59.94: Fraction(60000, 1001),
-         119.88: Fraction(120000, 1001)}
-
-
-def exact_fps(fps: float | int | Fraction | str) -> Fraction:
-    """fps as an exact fraction: 23.976 -> 24000/1001, 16 -> 16, "30000/1001" -> 30000/1001."""
-    try:
-        if isinstance(fps, str):
-            rate = Fraction(fps)
-        elif isinstance(fps, Fraction):
-            rate = fps
-        elif isinstance(fps, float):
-            if not math.isfinite(fps):
-                raise ValueError
-            rate = next((v for k, v in _NTSC.items() if abs(fps - k) < 5e-4), None) \
-                or Fraction(fps).limit_denominator(1001)
-        else:
-            rate = Fraction(int(fps))
-    except (ValueError, ZeroDivisionError, TypeError):
-        raise ValueError(f"fps must be a positive number, got {fps!r}") from None
-    if rate <= 0:
-        raise ValueError(f"fps must be positive, got {fps!r}")
-    return rate
-
-
-def available_encoders() -> dict[str, str]:
-    """Codec name -> the encoder this PyAV build would use for it (only those that exist)."""
-    found = {}
-    for name, candidates in CODECS.items():
-        for enc in candidates:
-            try:
-                av.Codec(enc, "w")
-            except Exception:  # noqa: BLE001 - PyAV raises several types for "no such codec"
-                continue
-            found[name] = enc
-            break
-    return found
-
-
-def key_is_av1(encoder: str) -> bool:
-    return encoder in CODECS["av1"]
-
-
-class WriterError(RuntimeError):
-    """Encoding or muxing failed on the writer's thread (the original error is ``__cause__``)."""
-
 
 class VideoWriter:
     """Stream frames into an MP4 with bounded memory; see the module docstring for guarantees.
@@ -137,67 +84,72 @@ class VideoWriter:
     then one pixel larger); lossless RGB needs no padding. All frames must share one size.
 
     While open, the writer holds ``path``'s output lock (``clip.mp4.lock`` beside it,
-    :class:`vidmem.outputs.OutputLock`): a writer (or a render) of the same path in another
-    process fails at once with :class:`vidmem.outputs.OutputInUse` instead of interleaving its
-    frames with these. The lock goes at ``close``/``abort`` or when the process dies.
+    :class:`vidmem.files.OutputLock`): a writer (or a render) of the same path in another
+    process fails at once with :class:`vidmem.OutputInUse` instead of interleaving its frames
+    with these. ``lock``: an :class:`~vidmem.files.OutputLock` the caller already holds for
+    ``path`` (a render's claim), which the writer holds once more instead of taking its own. The
+    writer's hold goes at ``close``/``abort`` or when the process dies.
 
-    A chunk that fails validation raises ``ValueError``/``TypeError`` in the caller, nothing of
+    ``settings``: a :class:`vidmem.WriterSettings` (validated when built); the keyword arguments
+    ``fps``, ``codec``, ... are shortcuts that override its fields (default fps: 16).
+
+    A chunk that fails validation raises :class:`vidmem.InvalidInput` (a ``ValueError``; of the
+    wrong type, :class:`vidmem.InvalidInputType`, also a ``TypeError``) in the caller, nothing of
     it is written, and the writer stays usable. An encoder failure raises :class:`WriterError`
     at the next ``write``/``close``; the writer is then failed: ``close`` removes nothing but
     creates no file at ``path`` (the partial file is kept for inspection).
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float | Fraction = 16, *, codec: str = "h264",
-                 crf: int | None = None, preset: str | None = None, lossless: bool = False,
-                 queue_size: int = 2, progress: ProgressHook | None = None,
-                 options: dict[str, str] | None = None, flush_after: float = 0.5):
+    def __init__(self, path: str | os.PathLike, fps: float | Fraction | None = None, *,
+                 settings: WriterSettings | None = None, codec: str | None = None,
+                 crf: int | None = None, preset: str | None = None, lossless: bool | None = None,
+                 queue_size: int | None = None, options: dict[str, str] | None = None,
+                 flush_after: float | None = None, progress: ProgressHook | None = None,
+                 lock: OutputLock | None = None):
+        settings = WriterSettings.build(settings, fps=fps, codec=codec, crf=crf, preset=preset,
+                                        lossless=lossless, queue_size=queue_size,
+                                        options=options, flush_after=flush_after)
+        if settings.fps is None:
+            settings = settings.with_(fps=16)
+        #: the validated settings this writer writes with.
+        self.settings = settings
         self.path = Path(path)
-        self.rate = exact_fps(fps)
+        self.rate = settings.rate
         if self.path.suffix.lower() not in VIDEO_SUFFIXES:
-            raise ValueError(f"output path {str(self.path)!r} must end in .mp4 (or .mov/.m4v)")
+            raise InvalidOptions(f"output path {str(self.path)!r} must end in .mp4 (or "
+                                 f".mov/.m4v)")
         if not self.path.parent.is_dir():
-            raise FileNotFoundError(f"output directory {str(self.path.parent)!r} does not exist; "
-                                    f"create it first")
+            raise OutputDirectoryMissing(f"output directory {str(self.path.parent)!r} does not "
+                                         f"exist; create it first")
         if self.path.is_dir():
-            raise IsADirectoryError(f"output path {str(self.path)!r} is a directory")
-        if queue_size < 1:
-            raise ValueError(f"queue_size must be at least 1, got {queue_size}")
-        if not flush_after >= 0:
-            raise ValueError(f"flush_after must be a non-negative number of seconds, got "
-                             f"{flush_after!r}")
-        self.flush_after = float(flush_after)
-        self.lossless = lossless
-        if lossless:
-            self.encoder, self.pix_fmt = "libx264rgb", "rgb24"
-            self.options = {"qp": "0", "preset": preset or "veryfast"}
+            raise OutputError(f"output path {str(self.path)!r} is a directory")
+        self.flush_after = float(settings.flush_after)
+        self.lossless = settings.lossless
+        self.encoder = settings.encoder
+        if settings.lossless:
+            self.pix_fmt = "rgb24"
+            self.options = {"qp": "0", "preset": settings.preset or "veryfast"}
         else:
-            encoders = available_encoders()
-            key = codec.lower()
-            if key not in CODECS:
-                raise ValueError(f"unknown codec {codec!r}; available: {', '.join(sorted(encoders))}")
-            if key not in encoders:
-                raise ValueError(f"codec {codec!r} has no encoder in this PyAV build; available: "
-                                 f"{', '.join(sorted(encoders))}")
-            self.encoder, self.pix_fmt = encoders[key], "yuv420p"
+            self.pix_fmt = "yuv420p"
             self.options = {}
-            crf = DEFAULT_CRF.get(self.encoder) if crf is None else crf
+            crf = DEFAULT_CRF.get(self.encoder) if settings.crf is None else settings.crf
             if crf is not None:
                 self.options["crf"] = str(crf)
-            preset = DEFAULT_PRESET.get(self.encoder) if preset is None else preset
+            preset = DEFAULT_PRESET.get(self.encoder) if settings.preset is None \
+                else settings.preset
             if preset is not None:
                 self.options["preset"] = str(preset)
         if self.encoder in ("libx264", "libx264rgb", "libx265"):
             # A forced keyframe (pict_type I, set per chunk) becomes an IDR frame, not a
             # recovery-point I frame: the chunk boundary is a clean cut in the stream.
             self.options["forced-idr"] = "1"
-        self.options.update({k: str(v) for k, v in (options or {}).items()})
+        self.options.update({k: str(v) for k, v in settings.options.items()})
         # The partial stream's container: MPEG-TS (written packet by packet, readable after a crash)
         # for H.264/H.265; IVF, AV1's elementary container, for AV1 (TS does not carry it).
         self._partial_format = "ivf" if key_is_av1(self.encoder) else "mpegts"
-        self.partial_path = self.path.with_name(
-            self.path.name + (".partial.ivf" if self._partial_format == "ivf" else ".partial.ts"))
+        self.partial_path = ClipFiles(self.path).partial(self._partial_format)
         self._progress = progress
-        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=settings.queue_size)
         self._error: BaseException | None = None
         self._size: tuple[int, int] | None = None  # (height, width) of the input frames
         self._frames_queued = 0
@@ -205,8 +157,12 @@ class VideoWriter:
         self.frames_written = 0
         self.bytes_written = 0
         self._closed = False
-        # no other process writes this file meanwhile (re-entrant: render has claimed it)
-        self._output_lock = OutputLock(self.path).acquire()
+        # No other process writes this file meanwhile: the lock the caller holds (a render's
+        # claim) held once more, or the writer's own.
+        if lock is not None and lock.files.video.resolve() != self.path.resolve():
+            raise InvalidOptions(f"the lock given to the writer is {lock.files.lock}, not "
+                                 f"{self.path}'s")
+        self._output_lock = lock.again() if lock is not None else OutputLock(self.path).acquire()
         self._thread = threading.Thread(target=self._encode_loop, name="vidmem-writer", daemon=True)
         self._thread.start()
 
@@ -214,7 +170,7 @@ class VideoWriter:
     def write(self, frames: Any) -> None:
         """Queue a chunk of frames (blocks while ``queue_size`` chunks are waiting)."""
         if self._closed:
-            raise RuntimeError("write() on a closed VideoWriter")
+            raise InvalidOptions("write() on a closed VideoWriter")
         self._raise_if_failed()
         chunk = to_uint8_frames(frames)
         if chunk.shape[0] == 0:
@@ -232,7 +188,7 @@ class VideoWriter:
         if self._size is None:
             self._size = size
         elif size != self._size:
-            raise ValueError(f"frame size changed mid-stream: {size[1]}x{size[0]} after "
+            raise InvalidInput(f"frame size changed mid-stream: {size[1]}x{size[0]} after "
                              f"{self._size[1]}x{self._size[0]}; all frames of a video must match")
         while True:
             try:
@@ -252,7 +208,7 @@ class VideoWriter:
             self._raise_if_failed()
             if self._frames_queued == 0:
                 self._remove_partial()
-                raise ValueError(f"no frames were written; {str(self.path)!r} was not created")
+                raise InvalidInput(f"no frames were written; {str(self.path)!r} was not created")
             try:
                 _remux_to_mp4(self.partial_path, self.path, self.rate, self.encoder,
                               self._frames_queued, self._reorder_delay)
@@ -504,28 +460,3 @@ def _copy_packets(source: Path, target: Path, rate: Fraction, encoder_name: str,
     finally:
         if tmp.exists():
             tmp.unlink()
-
-
-def check_writer_options(fps: float | Fraction | str, *, codec: str = "h264",
-                         crf: int | None = None, preset: str | None = None,
-                         lossless: bool = False, queue_size: int = 2,
-                         options: dict[str, Any] | None = None) -> None:
-    """Refuse writer options that :class:`VideoWriter` would refuse, without opening anything.
-
-    Why: a render validates its writer settings before the denoising, not after it."""
-    exact_fps(fps)
-    if not isinstance(queue_size, int) or queue_size < 1:
-        raise ValueError(f"queue_size must be at least 1, got {queue_size!r}")
-    if crf is not None and (not isinstance(crf, int) or not 0 <= crf <= 63):
-        raise ValueError(f"crf must be a whole number from 0 to 63, got {crf!r}")
-    if preset is not None and not isinstance(preset, str):
-        raise ValueError(f"preset must be a string such as 'fast', got {preset!r}")
-    if options is not None and not isinstance(options, dict):
-        raise ValueError(f"options must be a dict of encoder options, got {options!r}")
-    if lossless:
-        return
-    encoders = available_encoders()
-    key = str(codec).lower()
-    if key not in CODECS or key not in encoders:
-        raise ValueError(f"codec {codec!r} is not available; available: "
-                         f"{', '.join(sorted(encoders))}")

@@ -16,8 +16,9 @@ never import this package: the decode engine sees only the ``split=`` hook.
 from .context import ContextParallel, enable_context_parallel
 from .exchange import DecodeSplit
 from .group import Group, init_from_environment, resolve_group, shutdown
-from .session import GroupBroken, RankFailed, SplitSession, split_job
+from ..errors import GroupBroken, RankFailed
+from .session import Session, SoloSession, SplitSession, split_job
 
-__all__ = ["ContextParallel", "DecodeSplit", "Group", "GroupBroken", "RankFailed",
-           "SplitSession", "enable_context_parallel", "init_from_environment", "resolve_group",
+__all__ = ["ContextParallel", "DecodeSplit", "Group", "GroupBroken", "RankFailed", "Session",
+           "SoloSession", "SplitSession", "enable_context_parallel", "init_from_environment", "resolve_group",
            "shutdown", "split_job"]

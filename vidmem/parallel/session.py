@@ -11,6 +11,11 @@ the same sequence of agreements. Because every rank raises the same exception at
 they all take the same path afterwards (e.g. the decode's out-of-memory retry), so the job either
 goes on everywhere or stops everywhere.
 
+One process alone runs the same code through :class:`SoloSession`: its agreements return its own
+payload, its guard lets errors through unchanged, and it is always the writer. So the render,
+the decode, the batch and the command line never ask "am I distributed?" before an agreement;
+:meth:`SplitSession.resolve` gives one or the other.
+
 A rank that dies outright (killed, segfault) cannot report: ``torchrun`` then stops the other
 ranks, or, without ``torchrun``, the others fail at the group's timeout with
 :class:`GroupBroken`.
@@ -22,10 +27,11 @@ import contextlib
 import functools
 import inspect
 import re
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar, Union
 
 import torch.distributed as dist
 
+from ..errors import GroupBroken, RankFailed
 from .group import Group, resolve_group
 
 
@@ -46,24 +52,6 @@ def describe_transport(error: BaseException) -> str:
     return f"{kind}: {message}" if message else kind
 
 
-class RankFailed(RuntimeError):
-    """A rank of a split job failed; every rank of the job raises this, with the same message.
-
-    ``failures``: ``[(rank, "Type: message"), ...]`` for each rank that reported an error. On the
-    rank that failed, the original exception is the ``__cause__``.
-    """
-
-    def __init__(self, failures: list[tuple[int, str]]):
-        self.failures = failures
-        self.ranks = [rank for rank, _ in failures]
-        super().__init__("; ".join(f"rank {rank} failed: {message}" for rank, message in failures))
-
-
-class GroupBroken(RuntimeError):
-    """The process group stopped working (a collective timed out or a peer went away): no further
-    collective can succeed, so nothing more is attempted on it."""
-
-
 def already_agreed(error: BaseException) -> bool:
     """Whether every rank already knows of ``error``: it is, wraps or was raised while handling a
     :class:`RankFailed` (or the group is gone: :class:`GroupBroken`)."""
@@ -75,6 +63,47 @@ def already_agreed(error: BaseException) -> bool:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return False
+
+
+class SoloSession:
+    """One process working alone: the session API of :class:`SplitSession` for a world of one.
+
+    Agreements return this process's own payload (an error given to one is raised as it is:
+    there is nobody to tell), the guard is transparent, and the process is rank 0, the writer.
+    """
+
+    rank = 0
+    size = 1
+    is_writer = True
+    broken = False
+    group = None
+
+    @property
+    def splits(self) -> bool:
+        """Whether work is shared with other processes (never, here)."""
+        return False
+
+    def agree(self, payload: Any = None, error: BaseException | None = None) -> list[Any]:
+        if error is not None:
+            raise error
+        return [payload]
+
+    def fail(self, error: BaseException) -> None:
+        raise error
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        yield
+
+    def share(self, payload: Any) -> Any:
+        return payload
+
+    def __repr__(self) -> str:
+        return "SoloSession()"
+
+
+#: what every session-taking function accepts and returns.
+Session = Union["SplitSession", SoloSession]
 
 
 class SplitSession:
@@ -97,14 +126,19 @@ class SplitSession:
     def is_writer(self) -> bool:
         return self.group.is_writer
 
+    @property
+    def splits(self) -> bool:
+        """Whether work is shared with other processes (always, here)."""
+        return True
+
     @classmethod
-    def resolve(cls, process_group: Any) -> "SplitSession | None":
+    def resolve(cls, process_group: Any) -> Session:
         """A session for ``process_group`` (see :func:`vidmem.parallel.resolve_group`), the given
-        session itself, or ``None`` when this process works alone."""
-        if isinstance(process_group, SplitSession):
+        session itself, or a :class:`SoloSession` when this process works alone."""
+        if isinstance(process_group, (SplitSession, SoloSession)):
             return process_group
         group = resolve_group(process_group)
-        return None if group is None else cls(group)
+        return SoloSession() if group is None else cls(group)
 
     def agree(self, payload: Any = None, error: BaseException | None = None) -> list[Any]:
         """Exchange ``payload`` (a picklable object) or ``error`` with every rank.
@@ -158,17 +192,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def split_job(fn: F) -> F:
     """Decorate an API function that takes ``process_group=``: the argument is resolved to a
-    :class:`SplitSession` (or ``None``) before the call, and the call runs under
-    :meth:`SplitSession.guard`, so an exception on one rank stops every rank. Nested calls share
-    the session (a session passed as ``process_group`` is used as is)."""
+    session (:class:`SplitSession`, or :class:`SoloSession` for one process) before the call,
+    and the call runs under its guard, so an exception on one rank stops every rank. Nested
+    calls share the session (a session passed as ``process_group`` is used as is)."""
     if "process_group" not in inspect.signature(fn).parameters:
         raise TypeError(f"{fn.__name__} takes no process_group")
 
     @functools.wraps(fn)
     def wrapper(*args: Any, process_group: Any = None, **kwargs: Any) -> Any:
         session = SplitSession.resolve(process_group)
-        if session is None:
-            return fn(*args, process_group=None, **kwargs)
         with session.guard():
             return fn(*args, process_group=session, **kwargs)
 

@@ -24,10 +24,17 @@ from .breakdown import MemoryBreakdown, MemoryProbe
 from .checkpoint import capture_rng, non_finite_message, save_checkpoint_anywhere
 from .decode import decode_latents, plan_decode
 from .decode.fallback import decode_with_fallback
-from .io.writer import VideoWriter, WriterError, check_writer_options
+from .decode.options import DecodeOptions, WholeClipNorm
+from .errors import (DecodeFailed, DecodeInterrupted, GroupBroken, InvalidInput, InvalidOptions,
+                     RankFailed, WriterError)
+from .files import resume_command
+from .io.settings import WriterSettings
+from .io.writer import VideoWriter
 from .memory import cuda_peak_bytes, current_rss_bytes, format_bytes, peak_rss_bytes
-from .outputs import OutputClaim, check_video_path, resume_command
-from .parallel import DecodeSplit, GroupBroken, RankFailed, split_job
+from .offload import AppliedPlan, OffloadPlan
+from .outputs import OutputClaim, check_video_path
+from .parallel import DecodeSplit, Session, split_job
+from .parallel.decode import run_share, share_decode_input
 from .pipelines import DecodeInput, call_arguments, expected_vae_latents, rule_for
 
 log = logging.getLogger("vidmem")
@@ -99,48 +106,6 @@ class RenderReport:
         return "\n".join(lines)
 
 
-class _IncompleteVideo:
-    """What a failed or interrupted decode leaves behind, and how to finish it."""
-
-    def _set_incomplete(self, *, stage: str, partial: Path | None, frames_played: int,
-                        checkpoint: Path | None = None, resume: str | None = None,
-                        reason: str | None = None) -> None:
-        #: what went wrong, in one clause (the message adds what was kept).
-        self.reason = reason or str(self).split("; ")[0]
-        #: ``"decode"`` or ``"write"``: which side failed.
-        self.stage = stage
-        #: the partial stream of the completed chunks (plays ``frames_played`` frames).
-        self.partial = partial
-        self.frames_played = frames_played
-        #: the kept latent checkpoint, and the command that resumes from it.
-        self.checkpoint = checkpoint
-        self.resume = resume
-
-
-class DecodeFailed(_IncompleteVideo, RuntimeError):
-    """The decode or the write failed; what was kept is in the attributes (and the message):
-    ``checkpoint`` (the latents, after a render), ``partial`` / ``frames_played``, ``resume``."""
-
-    def __init__(self, message: str, checkpoint: Path | None = None, *, stage: str = "decode",
-                 partial: Path | None = None, frames_played: int = 0,
-                 resume: str | None = None, reason: str | None = None):
-        super().__init__(message)
-        self._set_incomplete(stage=stage, partial=partial, frames_played=frames_played,
-                             checkpoint=checkpoint, resume=resume, reason=reason)
-
-
-class DecodeInterrupted(_IncompleteVideo, KeyboardInterrupt):
-    """Ctrl-C (SIGINT) during the decode: still a ``KeyboardInterrupt``, carrying what was kept
-    (see :class:`DecodeFailed`) so the command line can say how to resume."""
-
-    def __init__(self, message: str, checkpoint: Path | None = None, *,
-                 partial: Path | None = None, frames_played: int = 0, resume: str | None = None,
-                 reason: str | None = None, stage: str = "decode"):
-        super().__init__(message)
-        self._set_incomplete(stage=stage, partial=partial, frames_played=frames_played,
-                             checkpoint=checkpoint, resume=resume, reason=reason)
-
-
 def _kept_message(partial: Path | None, frames: int, checkpoint: Path | None,
                   resume: str | None) -> str:
     parts = []
@@ -153,95 +118,97 @@ def _kept_message(partial: Path | None, frames: int, checkpoint: Path | None,
     return "; ".join(parts)
 
 
-def decode_flags(*, fps: float | None = None, chunk_frames: int | None = None,
-                 overlap_frames: int | None = None, tile_size: int | None = None,
-                 tile_overlap: int | None = None, lossless: bool = False,
-                 whole_clip_norm: bool | str | None = None) -> list[str]:
-    """The ``vidmem decode`` flags that repeat these decode and writer settings."""
-    flags: list[str] = []
-    if whole_clip_norm is not None:
-        flags += ["--whole-clip-norm", {True: "on", False: "off", "estimate": "on"}.get(
-            whole_clip_norm, str(whole_clip_norm))]
-    for name, value in (("chunk-frames", chunk_frames), ("overlap-frames", overlap_frames),
-                        ("tile-size", tile_size), ("tile-overlap", tile_overlap), ("fps", fps)):
-        if value is not None:
-            flags += [f"--{name}", f"{value:g}" if isinstance(value, float) else str(value)]
-    if lossless:
-        flags.append("--lossless")
-    return flags
+def resume_flags(decode: DecodeOptions, writer: WriterSettings) -> list[str]:
+    """The ``vidmem decode`` flags that repeat these decode and writer settings (the checkpoint
+    records them too; the flags make the printed command say what it will do)."""
+    return decode.cli_flags() + writer.cli_flags()
 
 
-def check_output_path(out_path: str | Path) -> Path:
-    """Fail before any work if the MP4 could not be written there (see :mod:`vidmem.outputs`)."""
-    return check_video_path(out_path)
+def _with_shortcuts(decode_options: DecodeOptions | None, writer_settings: WriterSettings | None,
+                    *, fps: float | None, lossless: bool, writer_options: dict[str, Any] | None,
+                    **decode_shortcuts: Any) -> tuple[DecodeOptions, WriterSettings]:
+    """The typed options of a call: the given values, overridden by the keyword shortcuts that
+    were given (``None``: not given)."""
+    decode = DecodeOptions.build(decode_options, **decode_shortcuts)
+    if writer_options is not None and not isinstance(writer_options, dict):
+        raise InvalidOptions(f"writer_options must be a dict of WriterSettings fields, got "
+                             f"{writer_options!r}")
+    writer = WriterSettings.build(writer_settings, fps=fps, lossless=lossless,
+                                  **(writer_options or {}))
+    return decode, writer
 
 
 @split_job
-def decode_to_video(vae: torch.nn.Module, latents: torch.Tensor, path: str | Path, fps: float = 16,
-                    *, chunk_frames: int | None = None, overlap_frames: int | None = None,
+def decode_to_video(vae: torch.nn.Module, latents: torch.Tensor, path: str | Path,
+                    fps: float | None = None, *, decode_options: DecodeOptions | None = None,
+                    writer_settings: WriterSettings | None = None,
+                    decode_kwargs: dict | None = None, progress: ProgressFn | None = None,
+                    overwrite: bool = False, resume: bool = False, process_group: Any = None,
+                    chunk_frames: int | None = None, overlap_frames: int | None = None,
                     tile_size: int | None = None, tile_overlap: int | None = None,
-                    whole_clip_norm: bool | str | None = None,
-                    lossless: bool = False, decode_kwargs: dict | None = None,
-                    progress: ProgressFn | None = None,
+                    whole_clip_norm: WholeClipNorm = None, lossless: bool = False,
                     writer_options: dict[str, Any] | None = None,
-                    oom_fallback: bool = True, overwrite: bool = False,
-                    resume: bool = False, process_group: Any = None,
-                    memory_breakdown: bool = False) -> RenderReport:
+                    oom_fallback: bool | None = None,
+                    memory_breakdown: bool | None = None) -> RenderReport:
     """Decode ``latents`` (what ``vae.decode`` takes) straight into an MP4 at ``path``.
 
     Only one chunk of frames is alive at a time; the writer encodes chunk ``k`` on its thread
-    while chunk ``k + 1`` decodes. Tiling options are those of :func:`vidmem.decode_latents`.
-    ``oom_fallback``: on an out-of-memory error, retry with smaller chunks, then smaller tiles
-    (:mod:`vidmem.decode.fallback`), each retry logged and listed in the report's ``retries``.
-    ``memory_breakdown``: profile the decode's host memory (:mod:`vidmem.breakdown`: baseline,
-    live tensors, kernel workspaces, allocator overhead; costs some time) into the report's
-    ``memory``.
+    while chunk ``k + 1`` decodes. ``decode_options`` (:class:`vidmem.DecodeOptions`: chunks,
+    tiles, whole-clip statistics, the out-of-memory fallback, the memory breakdown) and
+    ``writer_settings`` (:class:`vidmem.WriterSettings`; default fps 16) say how; the keyword
+    arguments after ``process_group`` are shortcuts that override their fields
+    (``writer_options``: a dict of :class:`~vidmem.WriterSettings` fields).
+    ``oom_fallback`` (on by default): on an out-of-memory error, retry with smaller chunks, then
+    smaller tiles (:mod:`vidmem.decode.fallback`), each retry logged and listed in the report's
+    ``retries``. ``memory_breakdown``: profile the decode's host memory (:mod:`vidmem.breakdown`:
+    baseline, live tensors, kernel workspaces, allocator overhead; costs some time) into the
+    report's ``memory``.
 
     The video is claimed for this run first (:class:`vidmem.outputs.OutputClaim`): another run
     writing it, an existing file (unless ``overwrite``) or a partial stream of an earlier run
     (unless ``overwrite`` or ``resume``) fail before any decoding. A failure after the decode
-    started raises :class:`DecodeFailed` (:class:`DecodeInterrupted` for Ctrl-C) saying whether
-    the decode or the write failed and how many frames the partial stream plays.
+    started raises :class:`vidmem.DecodeFailed` (:class:`vidmem.DecodeInterrupted` for Ctrl-C)
+    saying whether the decode or the write failed and how many frames the partial stream plays.
 
     ``process_group``: share the decode among the ranks of this ``torch.distributed`` group
     (default: the world group when it is initialized with several processes; ``False``: this
     process alone). Every rank calls this; each decodes its share of the tiles (or windows) of
     rank 0's latents, and rank 0 blends them exactly as one process would, claims and writes
     ``path`` and returns its report (the other ranks write nothing: their reports have
-    ``frames=0``). A failure on any rank raises :class:`vidmem.parallel.RankFailed` on every rank
-    (on rank 0 as the cause of its :class:`DecodeFailed`; see :mod:`vidmem.parallel`).
+    ``frames=0``). A failure on any rank raises :class:`vidmem.RankFailed` on every rank (on
+    rank 0 as the cause of its :class:`vidmem.DecodeFailed`; see :mod:`vidmem.parallel`).
     """
-    split = process_group  # resolved by @split_job: a SplitSession, or None for one process
-    writer = split is None or split.is_writer
-    options = dict(chunk_frames=chunk_frames, overlap_frames=overlap_frames, tile_size=tile_size,
-                   tile_overlap=tile_overlap, whole_clip_norm=whole_clip_norm,
-                   decode_kwargs=decode_kwargs)
+    session: Session = process_group  # resolved by @split_job
+    decode, writer = _with_shortcuts(decode_options, writer_settings, fps=fps, lossless=lossless,
+                                     writer_options=writer_options, chunk_frames=chunk_frames,
+                                     overlap_frames=overlap_frames, tile_size=tile_size,
+                                     tile_overlap=tile_overlap, whole_clip_norm=whole_clip_norm,
+                                     oom_fallback=oom_fallback,
+                                     memory_breakdown=memory_breakdown)
+    if writer.fps is None:
+        writer = writer.with_(fps=16)
     claim = None
-    if writer:  # bad options fail here, before the output is touched (and before any exchange)
-        check_writer_options(fps, lossless=lossless, **(writer_options or {}))
+    if session.is_writer:  # bad input fails here, before the output is touched (or any exchange)
         problem = non_finite_message(latents, "the latents")
         if problem:
-            raise ValueError(problem)
-        plan_decode(vae, latents, **options)
+            raise InvalidInput(problem)
+        plan_decode(vae, latents, decode_kwargs=decode_kwargs, **decode.tiling())
         claim = OutputClaim(path, overwrite=overwrite, resume=resume).acquire()
     try:
         work = None
-        if split is not None:  # --- scale-out (#14): every rank decodes rank 0's inputs
-            from .parallel.decode import share_decode_input
-
-            latents, decode_kwargs, tile_size = share_decode_input(
-                split, vae, latents, decode_kwargs,
-                {k: v for k, v in options.items() if k != "decode_kwargs"})
-            options.update(decode_kwargs=decode_kwargs, tile_size=tile_size)
-            work = DecodeSplit(split)
-            progress = progress if writer else None
+        if session.splits:  # --- scale-out (#14): every rank decodes rank 0's inputs
+            latents, decode_kwargs, shared_tile = share_decode_input(
+                session, vae, latents, decode_kwargs, decode.tiling())
+            decode = decode.with_(tile_size=shared_tile)
+            work = DecodeSplit(session)
+            progress = progress if session.is_writer else None
         notes = [f"replaced the partial stream {p} ({n} frames) left by an earlier run"
                  for p, n in (claim.replaced_partials if claim is not None else ())]
         for note in notes:
             log.warning("%s", note)
-        report = _decode_and_write(vae, latents, claim.video if claim else Path(path), fps,
-                                   options, lossless, progress, writer_options, oom_fallback,
-                                   split, work, memory_breakdown)
+        report = _decode_and_write(vae, latents, claim.video if claim else Path(path), decode,
+                                   writer, decode_kwargs, progress, session, work,
+                                   claim.lock if claim else None)
     finally:
         if claim is not None:
             claim.release()
@@ -249,43 +216,38 @@ def decode_to_video(vae: torch.nn.Module, latents: torch.Tensor, path: str | Pat
     return report
 
 
-def _decode_and_write(vae: torch.nn.Module, latents: torch.Tensor, path: Path, fps: float,
-                      options: dict[str, Any], lossless: bool, progress: ProgressFn | None,
-                      writer_options: dict[str, Any] | None, oom_fallback: bool,
-                      split: Any = None, work: DecodeSplit | None = None,
-                      memory_breakdown: bool = False) -> RenderReport:
-    writer_rank = split is None or split.is_writer
+def _decode_and_write(vae: torch.nn.Module, latents: torch.Tensor, path: Path,
+                      decode: DecodeOptions, settings: WriterSettings,
+                      decode_kwargs: dict | None, progress: ProgressFn | None, session: Session,
+                      work: DecodeSplit | None, lock: Any) -> RenderReport:
     retries: list[str] = []
     decode_progress = (lambda d, t: progress("decode", d, t)) if progress else None
-    if oom_fallback:
+    if decode.oom_fallback:
         def on_retry(message: str) -> None:
             retries.append(message)
-            if writer_rank:
+            if session.is_writer:
                 log.warning("%s", message)
 
         chunks = decode_with_fallback(vae, latents, on_retry=on_retry, progress=decode_progress,
-                                      split=work, **options)
+                                      split=work, decode_kwargs=decode_kwargs, **decode.tiling())
     else:
         chunks = decode_latents(vae, latents, output_type="uint8", progress=decode_progress,
-                                split=work, **options)
-    if not writer_rank:  # --- scale-out (#14): decode a share, write nothing
-        from .parallel.decode import run_share
-
+                                split=work, decode_kwargs=decode_kwargs, **decode.tiling())
+    if not session.is_writer:  # --- scale-out (#14): decode a share, write nothing
         t = time.perf_counter()
         run_share(chunks)
-        split.agree()  # rank 0 has written the file
-        return RenderReport(path=str(path), frames=0, height=0, width=0, fps=float(fps),
-                            seconds={"decode": time.perf_counter() - t},
+        session.agree()  # rank 0 has written the file
+        return RenderReport(path=str(path), frames=0, height=0, width=0,
+                            fps=float(settings.fps), seconds={"decode": time.perf_counter() - t},
                             peak_rss_bytes=peak_rss_bytes(), peak_cuda_bytes=cuda_peak_bytes(),
                             retries=retries)
     decode_s = write_s = 0.0
     height = width = 0
     writer_progress = (lambda n, _b: progress("write", n, 0)) if progress else None
-    writer = VideoWriter(path, fps, lossless=lossless, progress=writer_progress,
-                         **(writer_options or {}))
+    writer = VideoWriter(path, settings=settings, progress=writer_progress, lock=lock)
     stage = "decode"
     baseline_rss = current_rss_bytes()
-    probe = MemoryProbe() if memory_breakdown else nullcontext()
+    probe = MemoryProbe() if decode.memory_breakdown else nullcontext()
     try:
         with probe, writer:
             t = time.perf_counter()
@@ -322,13 +284,13 @@ def _decode_and_write(vae: torch.nn.Module, latents: torch.Tensor, path: Path, f
         raise DecodeFailed(reason + (f"; {kept}" if kept else ""), stage=stage, partial=partial,
                            frames_played=frames, reason=reason) from (agreed or e)
     write_s += time.perf_counter() - t1
-    if split is not None:  # --- scale-out (#14): the file is complete; the other ranks may return
-        split.agree()
-    memory = probe.result.to_dict() if memory_breakdown and probe.result is not None else None
+    session.agree()  # --- scale-out (#14): the file is complete; the other ranks may return
+    memory = (probe.result.to_dict() if decode.memory_breakdown and probe.result is not None
+              else None)
     # The probe resets VmHWM for the decode; the process's own peak is kept in the breakdown.
     peak = max(peak_rss_bytes(), memory["process_peak_rss"] if memory else 0)
     return RenderReport(path=str(path), frames=writer.frames_written, height=height, width=width,
-                        fps=float(fps), seconds={"decode": decode_s, "write": write_s},
+                        fps=float(settings.fps), seconds={"decode": decode_s, "write": write_s},
                         peak_rss_bytes=peak, peak_cuda_bytes=cuda_peak_bytes(),
                         retries=retries, file_bytes=path.stat().st_size if path.exists() else 0,
                         baseline_rss_bytes=baseline_rss, memory=memory)
@@ -357,22 +319,25 @@ def pipeline_defaults(pipe: Any, given: dict[str, Any]) -> dict[str, Any]:
 
 
 @split_job
-def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_frames: int | None = None,
-           overlap_frames: int | None = None, tile_size: int | None = None,
-           tile_overlap: int | None = None, whole_clip_norm: bool | str | None = None,
-           lossless: bool = False, progress: ProgressFn | None = None, checkpoint: bool = True,
-           keep_latents: bool = False, offload: Any = None, overwrite: bool = False,
-           writer_options: dict[str, Any] | None = None, process_group: Any = None,
-           memory_breakdown: bool = False,
-           **pipeline_kwargs: Any) -> RenderReport:
+def render(pipe: Any, out_path: str | Path, *, decode_options: DecodeOptions | None = None,
+           writer_settings: WriterSettings | None = None, progress: ProgressFn | None = None,
+           checkpoint: bool = True, keep_latents: bool = False, offload: Any = None,
+           overwrite: bool = False, process_group: Any = None, fps: float | None = None,
+           chunk_frames: int | None = None, overlap_frames: int | None = None,
+           tile_size: int | None = None, tile_overlap: int | None = None,
+           whole_clip_norm: WholeClipNorm = None, lossless: bool = False,
+           writer_options: dict[str, Any] | None = None, oom_fallback: bool | None = None,
+           memory_breakdown: bool | None = None, **pipeline_kwargs: Any) -> RenderReport:
     """Run ``pipe(**pipeline_kwargs)`` and stream its video into the MP4 ``out_path``.
 
     The pipeline runs with ``output_type="latent"``; its latents are denormalized exactly as the
-    pipeline would before ``vae.decode`` and decoded in temporal chunks of ``chunk_frames`` pixel
-    frames (see :func:`vidmem.decode_latents` for the tiling options), each chunk written as soon
-    as it is decoded. ``lossless=True`` writes frames that decode to exactly the uint8 values
-    decoded (for checking); the default is H.264 yuv420p that any player opens.
-    ``writer_options``: more :class:`VideoWriter` settings (``codec``, ``crf``, ``preset``, ...).
+    pipeline would before ``vae.decode`` and decoded as ``decode_options``
+    (:class:`vidmem.DecodeOptions`: temporal chunks, spatial tiles, whole-clip statistics; see
+    :func:`vidmem.decode_latents`) say, each chunk written as soon as it is decoded, with
+    ``writer_settings`` (:class:`vidmem.WriterSettings`; ``lossless=True`` writes frames that
+    decode to exactly the uint8 values decoded, for checking; the default is H.264 yuv420p that
+    any player opens). The keyword arguments from ``fps`` to ``memory_breakdown`` are shortcuts
+    that override those values' fields (``writer_options``: a dict of writer fields).
 
     Before the pipeline runs, everything that can be checked is: the pipeline class, frame count,
     the decode options against the latent shape the pipeline will produce, the writer settings,
@@ -381,12 +346,14 @@ def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_f
     directory with room for the checkpoint).
 
     ``checkpoint``: after denoising, save the decode-ready latents next to the video
-    (``clip.latents.safetensors``; in the temp directory if that fails, with a note); they are
-    removed after a successful write unless ``keep_latents``, and kept if the decode or write
-    fails: :class:`DecodeFailed` (or :class:`DecodeInterrupted` for Ctrl-C) then names them,
-    the partial stream, and the ``vidmem decode`` command that resumes with the same settings.
+    (``clip.latents.safetensors``, with the decode options and writer settings, so ``vidmem
+    decode`` resumes exactly as this render would have decoded; in the temp directory if that
+    fails, with a note); they are removed after a successful write unless ``keep_latents``, and
+    kept if the decode or write fails: :class:`vidmem.DecodeFailed` (or
+    :class:`vidmem.DecodeInterrupted` for Ctrl-C) then names them, the partial stream, and the
+    ``vidmem decode`` command that resumes.
 
-    ``offload``: an :class:`~vidmem.offload.OffloadPlan` (from :func:`vidmem.plan_offload`) to
+    ``offload``: an :class:`~vidmem.OffloadPlan` (from :func:`vidmem.plan_offload`) to
     install for this render, or an already applied one; before the decode everything but the VAE
     leaves the device.
 
@@ -398,76 +365,74 @@ def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_f
     (redundantly, unless the transformer was made context-parallel with
     :func:`vidmem.parallel.enable_context_parallel`); the decode of rank 0's latents is split
     among the ranks (:func:`decode_to_video`), and rank 0 alone claims the output and writes the
-    video and the checkpoint. A failure on any rank stops every rank
-    (:class:`vidmem.parallel.RankFailed`).
-
-    ``memory_breakdown``: see :func:`decode_to_video` (the report's ``memory``).
+    video and the checkpoint. A failure on any rank stops every rank (:class:`vidmem.RankFailed`).
 
     Returns a :class:`RenderReport` (frames, seconds per stage, peak memory, the pipeline
     defaults that were used).
     """
-    split = process_group  # resolved by @split_job: a SplitSession, or None for one process
-    writer = split is None or split.is_writer
+    session: Session = process_group  # resolved by @split_job
+    decode, writer = _with_shortcuts(decode_options, writer_settings, fps=fps, lossless=lossless,
+                                     writer_options=writer_options, chunk_frames=chunk_frames,
+                                     overlap_frames=overlap_frames, tile_size=tile_size,
+                                     tile_overlap=tile_overlap, whole_clip_norm=whole_clip_norm,
+                                     oom_fallback=oom_fallback,
+                                     memory_breakdown=memory_breakdown)
     rule = rule_for(pipe)  # unsupported pipeline: fail before denoising
-    out = check_video_path(out_path) if writer else Path(out_path)
-    fps = rule.default_fps if fps is None else fps
-    check_writer_options(fps, lossless=lossless, **(writer_options or {}))
+    out = check_video_path(out_path) if session.is_writer else Path(out_path)
+    if writer.fps is None:
+        writer = writer.with_(fps=rule.default_fps)
     if "output_type" in pipeline_kwargs:
-        raise ValueError("render() sets output_type itself; do not pass it")
+        raise InvalidOptions("render() sets output_type itself; do not pass it")
     frames = pipeline_kwargs.get("num_frames")
     if frames is not None and rule.frames_error(int(frames)):
-        raise ValueError(rule.frames_error(int(frames)))
+        raise InvalidOptions(rule.frames_error(int(frames)))
     if rule.needs_image and pipeline_kwargs.get("image") is None:
-        raise ValueError(f"{type(pipe).__name__} is image-to-video: pass image=... (CLI: --image "
-                         f"PATH)")
+        raise InvalidOptions(f"{type(pipe).__name__} is image-to-video: pass image=... (CLI: "
+                             f"--image PATH)")
     call = call_arguments(pipe, dict(pipeline_kwargs, output_type="latent"))  # bad names fail here
     defaults = pipeline_defaults(pipe, pipeline_kwargs)
-    tiling = dict(chunk_frames=chunk_frames, overlap_frames=overlap_frames, tile_size=tile_size,
-                  tile_overlap=tile_overlap, whole_clip_norm=whole_clip_norm)
     expected = expected_vae_latents(pipe, call)
     checkpoint_bytes = None
     if expected is not None:
-        plan_decode(pipe.vae, expected, **tiling)  # bad tiling fails now, not after denoising
+        plan_decode(pipe.vae, expected, **decode.tiling())  # bad tiling fails now, not later
         checkpoint_bytes = expected.numel() * expected.element_size() if checkpoint else None
-    resume_flags = decode_flags(fps=fps, lossless=lossless, **tiling)
+    applied = None
+    if offload is not None and not isinstance(offload, (OffloadPlan, AppliedPlan)):
+        raise InvalidOptions(f"offload must be an OffloadPlan or AppliedPlan, got "
+                             f"{type(offload).__name__}")
     # rank 0 alone owns the files of a split render; the others hold nothing
-    claim = (OutputClaim(out, overwrite=overwrite, checkpoint_bytes=checkpoint_bytes) if writer
-             else contextlib.nullcontext())
+    claim = (OutputClaim(out, overwrite=overwrite, checkpoint_bytes=checkpoint_bytes)
+             if session.is_writer else contextlib.nullcontext())
     with claim:
         notes = [f"replaced the partial stream {p} ({n} frames) left by an earlier run"
-                 for p, n in (claim.replaced_partials if writer else ())]
-        applied = None
+                 for p, n in (claim.replaced_partials if session.is_writer else ())]
         if offload is not None:
-            from .offload import AppliedPlan, OffloadPlan
-
             applied = offload.apply(pipe) if isinstance(offload, OffloadPlan) else offload
-            if not isinstance(applied, AppliedPlan):
-                raise TypeError(f"offload must be an OffloadPlan or AppliedPlan, got "
-                                f"{type(offload).__name__}")
-        if split is not None:  # --- scale-out (#14): every rank's inputs are valid before denoising
-            split.agree()
-        if progress is not None and writer:
+        session.agree()  # --- scale-out (#14): every rank's inputs are valid before denoising
+        if progress is not None and session.is_writer:
             progress("denoise", 0, 0)
         t0 = time.perf_counter()
         result = pipe(output_type="latent", **pipeline_kwargs)
         latents = result.frames if hasattr(result, "frames") else result[0]
         t1 = time.perf_counter()
         if latents.shape[0] != 1:
-            raise ValueError(f"render writes one video; the pipeline returned {latents.shape[0]} "
-                             f"(use num_videos_per_prompt=1 and a single prompt)")
+            raise InvalidOptions(f"render writes one video; the pipeline returned "
+                                 f"{latents.shape[0]} (use num_videos_per_prompt=1 and a single "
+                                 f"prompt)")
         vae_input = rule.to_vae_input(pipe, latents, call)
         del latents, result
         problem = non_finite_message(vae_input.latents, "the denoised latents")
         if problem:
-            raise ValueError(problem)
+            raise InvalidInput(problem)
         ckpt = None
         rng = capture_rng()  # where a noise-injecting decoder starts drawing (see checkpoint)
-        if checkpoint and writer:
+        if checkpoint and session.is_writer:
             claim.release_reservation()  # the space held for the checkpoint is its now
             ckpt, note = save_checkpoint_anywhere(
                 claim.files.latents, vae_input, model=model_id_of(pipe), family=rule.family,
-                fps=fps, frames=call.get("num_frames"), rng_states=rng,
-                vae_dtype=next(pipe.vae.parameters()).dtype)
+                frames=call.get("num_frames"), rng_states=rng,
+                vae_dtype=next(pipe.vae.parameters()).dtype, decode_options=decode,
+                writer_settings=writer)
             if note:
                 log.warning("%s", note)
                 notes.append(note)
@@ -475,13 +440,13 @@ def render(pipe: Any, out_path: str | Path, *, fps: float | None = None, chunk_f
             applied.prepare_for_decode()
         torch.set_rng_state(rng["cpu"])
         t2 = time.perf_counter()
-        resume = resume_command(ckpt, out, resume_flags) if ckpt is not None else None
+        resume = (resume_command(ckpt, out, resume_flags(decode, writer)) if ckpt is not None
+                  else None)
         try:
-            report = decode_to_video(pipe.vae, vae_input.latents, out, fps, lossless=lossless,
+            report = decode_to_video(pipe.vae, vae_input.latents, out, decode_options=decode,
+                                     writer_settings=writer,
                                      decode_kwargs=vae_input.decode_kwargs, progress=progress,
-                                     writer_options=writer_options, overwrite=overwrite,
-                                     process_group=split if split is not None else False,
-                                     memory_breakdown=memory_breakdown, **tiling)
+                                     overwrite=overwrite, process_group=session)
         except (DecodeFailed, DecodeInterrupted) as e:
             kept = _kept_message(e.partial, e.frames_played, ckpt, resume)
             reason = f"{e.reason} after denoising"
