@@ -28,3 +28,13 @@ def tiny_pipe():
     pipe = tiny_pipeline("wan", seed=0)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture
+def spy_denoise(tiny_pipe):
+    """Counts transformer calls: a check that must come before the denoising leaves it at 0."""
+    calls = []
+    original = tiny_pipe.transformer.forward
+    tiny_pipe.transformer.forward = lambda *a, **k: calls.append(1) or original(*a, **k)
+    yield calls
+    tiny_pipe.transformer.forward = original

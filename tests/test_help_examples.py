@@ -1,6 +1,6 @@
 """Every example under "examples" in ``vidmem render --help`` and ``vidmem decode --help``
 runs as printed (in a fresh directory, in order, offline; ``vidmem plan``'s are run by
-test_cli_plan.py)."""
+offload/test_cli_plan.py)."""
 
 from __future__ import annotations
 

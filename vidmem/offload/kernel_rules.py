@@ -10,8 +10,8 @@ count in the peak, so each rule here allocates them as fake tensors for the dura
 Every rule is taken from the PyTorch source of the kernel it describes (ATen, torch 2.x) and, for
 the CPU target, checked against the profiler's allocation events of a real CPU run (tests and
 ``benchmarks/bench_plan.py``). The CUDA rules are the same reading of the CUDA kernels, checked
-on an H200 (``benchmarks/bench_plan.py --device cuda``, ``tests/test_gpu_plan.py``, and the
-per-op measurements the attention tests in ``tests/test_simulate.py`` reproduce).
+on an H200 (``benchmarks/bench_plan.py --device cuda``, ``tests/offload/test_gpu_plan.py``, and the
+per-op measurements the attention tests in ``tests/offload/test_simulate.py`` reproduce).
 
 Rules
 -----
@@ -43,8 +43,8 @@ backend choice happens above the dispatcher; :func:`cuda_sdpa_backend` is PyTorc
 
 The CUDA choices and buffers were checked op by op against ``torch.cuda.memory_allocated`` on an
 H200 (torch 2.11): the math path within 512 bytes, flash with split-KV exactly
-(``tests/test_simulate.py``). :func:`cuda_traits` supplies the SM count and compute capability
-(this machine's GPU, else an H100/H200's).
+(``tests/offload/test_simulate.py``). :func:`cuda_traits` supplies the SM count and compute
+capability (this machine's GPU, else an H100/H200's).
 
 ``_safe_softmax`` (the math path's softmax): the output plus a boolean mask of the input's size
 and its per-row reduction, for the kernel's duration.
