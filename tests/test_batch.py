@@ -17,7 +17,8 @@ import vidmem
 import dist_workers
 from dist_helpers import TORCHRUN, run_ranks
 from video_utils import read_video
-from vidmem.batch import (ClipSpec, Manifest, PromptsFileError, assign_clips, parse_prompts,
+from vidmem import PromptsFileError
+from vidmem.batch import (ClipSpec, Manifest, assign_clips, parse_prompts,
                           render_batch)
 
 PROMPTS = """a red fox running through snow

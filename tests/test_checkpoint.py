@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import vidmem
-from vidmem.checkpoint import checkpoint_path_for, load_checkpoint
+from vidmem.checkpoint import load_checkpoint
+from vidmem.files import ClipFiles
 from video_utils import read_video
 
 CALL = dict(prompt="a lighthouse at dusk", num_frames=13, height=64, width=96,
@@ -20,7 +21,7 @@ def test_failed_decode_keeps_latents_and_decode_resumes_identically(tiny_pipe, t
     good = tmp_path / "good.mp4"
     vidmem.render(tiny_pipe, good, chunk_frames=4, lossless=True,
                   generator=torch.Generator().manual_seed(0), **CALL)
-    assert not checkpoint_path_for(good).exists()  # removed after success
+    assert not ClipFiles(good).latents.exists()  # removed after success
 
     out = tmp_path / "clip.mp4"
     original = vidmem.VideoWriter.write
@@ -38,7 +39,7 @@ def test_failed_decode_keeps_latents_and_decode_resumes_identically(tiny_pipe, t
                       generator=torch.Generator().manual_seed(0), **CALL)
     monkeypatch.undo()
     ckpt = e.value.checkpoint
-    assert ckpt == checkpoint_path_for(out) and ckpt.exists()
+    assert ckpt == ClipFiles(out).latents and ckpt.exists()
     assert not out.exists()  # no half-written file under the final name
     meta = load_checkpoint(ckpt)
     assert meta.family == "wan" and meta.model == "vidmem-tiny:wan:0" and meta.frames == 13
@@ -87,7 +88,7 @@ def test_keep_latents_and_bad_checkpoint_errors(tiny_pipe, tmp_path):
     out = tmp_path / "keep.mp4"
     vidmem.render(tiny_pipe, out, keep_latents=True, generator=torch.Generator().manual_seed(0),
                   **CALL)
-    assert checkpoint_path_for(out).exists()
+    assert ClipFiles(out).latents.exists()
     bogus = tmp_path / "bogus.latents.safetensors"
     bogus.write_bytes(b"not a safetensors file")
     proc = subprocess.run([sys.executable, "-m", "vidmem", "decode", str(bogus), "--out",

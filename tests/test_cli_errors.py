@@ -12,7 +12,7 @@ import pytest
 
 import vidmem
 from render_helpers import cli, seeded
-from vidmem.checkpoint import checkpoint_path_for
+from vidmem.files import ClipFiles
 
 
 # --- clear messages -------------------------------------------------------------------------------
@@ -54,7 +54,7 @@ def test_an_offline_hub_id_fails_in_seconds(tmp_path):
 def test_decode_with_a_missing_model_path_is_one_line(tiny_pipe, tmp_path):
     out = tmp_path / "clip.mp4"
     vidmem.render(tiny_pipe, out, keep_latents=True, **seeded())
-    proc = cli("decode", checkpoint_path_for(out), "--out", tmp_path / "y.mp4", "--model",
+    proc = cli("decode", ClipFiles(out).latents, "--out", tmp_path / "y.mp4", "--model",
                tmp_path / "nowhere")
     assert proc.returncode == 2 and "not found" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

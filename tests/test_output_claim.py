@@ -15,8 +15,9 @@ import pytest
 
 import vidmem
 from render_helpers import cli, fail_second_write, seeded
-from vidmem.checkpoint import checkpoint_path_for
-from vidmem.outputs import OutputClaim, OutputExists, OutputInUse, OutputFiles
+from vidmem.errors import OutputExists, OutputInUse
+from vidmem.files import ClipFiles
+from vidmem.outputs import OutputClaim
 from video_utils import read_video
 
 
@@ -42,15 +43,15 @@ def test_a_second_render_to_the_same_output_fails_fast_naming_the_first(tmp_path
             in proc.stderr
         assert "stage: denoise" not in proc.stderr and len(proc.stderr.splitlines()) == 1
         # it touched nothing of the running one's files
-        assert not out.exists() and not OutputFiles(out).latents.exists()
-        assert not OutputFiles(out).partials()
+        assert not out.exists() and not ClipFiles(out).latents.exists()
+        assert not ClipFiles(out).partials()
     finally:
         holder.kill()  # SIGKILL: the kernel drops the lock with the process
         holder.wait()
     proc = cli("render", "--out", out, "--num-frames", "5", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert len(read_video(out)[0]) == 5
-    assert not OutputFiles(out).lock.exists()  # released and removed at the end
+    assert not ClipFiles(out).lock.exists()  # released and removed at the end
 
 
 def test_another_thread_cannot_claim_a_claimed_output(tiny_pipe, tmp_path, spy_denoise):
@@ -106,7 +107,7 @@ def test_kept_latents_are_never_silently_overwritten(tiny_pipe, tmp_path, monkey
     with pytest.raises(vidmem.DecodeFailed):
         vidmem.render(tiny_pipe, out, chunk_frames=4, **seeded())
     monkeypatch.undo()
-    ckpt = checkpoint_path_for(out)
+    ckpt = ClipFiles(out).latents
     before = ckpt.read_bytes()
     spy_denoise.clear()
     with pytest.raises(OutputExists, match=r"kept its latents at .*vidmem decode .*--overwrite"):

@@ -42,7 +42,7 @@ def test_unset_pipeline_arguments_take_the_pipelines_own_defaults(tmp_path):
     import argparse
 
     from vidmem.cli import build_parser, cmd_render
-    from vidmem.render import pipeline_defaults
+    from vidmem.rendering import pipeline_defaults
 
     args = build_parser().parse_args(["render", "--out", str(tmp_path / "x.mp4"),
                                       "--model", str(tmp_path)])

@@ -18,7 +18,9 @@ import torch
 
 import vidmem
 from render_helpers import cli, fail_second_write, seeded
-from vidmem.checkpoint import CheckpointDamaged, checkpoint_path_for, load_checkpoint
+from vidmem import CheckpointDamaged
+from vidmem.checkpoint import load_checkpoint
+from vidmem.files import ClipFiles
 from video_utils import read_video
 
 
@@ -80,7 +82,7 @@ def test_the_resume_command_carries_every_decode_and_writer_flag(tiny_pipe, tmp_
         vidmem.render(tiny_pipe, out, chunk_frames=4, tile_size=64, tile_overlap=32, fps=12.5,
                       lossless=True, **seeded(height=128, width=128))
     argv = shlex.split(e.value.resume)
-    assert argv[:5] == ["vidmem", "decode", str(checkpoint_path_for(out)), "--out", str(out)]
+    assert argv[:5] == ["vidmem", "decode", str(ClipFiles(out).latents), "--out", str(out)]
     flags = " ".join(argv[5:])
     for flag in ("--chunk-frames 4", "--tile-size 64", "--tile-overlap 32", "--fps 12.5",
                  "--lossless"):
@@ -92,7 +94,7 @@ def test_the_resume_command_carries_every_decode_and_writer_flag(tiny_pipe, tmp_
 def test_a_damaged_checkpoint_is_refused(tiny_pipe, tmp_path, monkeypatch):
     out = tmp_path / "clip.mp4"
     vidmem.render(tiny_pipe, out, keep_latents=True, **seeded())
-    ckpt = checkpoint_path_for(out)
+    ckpt = ClipFiles(out).latents
     load_checkpoint(ckpt)  # intact: loads
     data = bytearray(ckpt.read_bytes())
     data[-100] ^= 0xFF  # one flipped byte in the tensor data
@@ -139,7 +141,7 @@ def test_ctrl_c_during_the_decode_keeps_latents_and_says_how_to_resume(tiny_pipe
         vidmem.render(tiny_pipe, out, chunk_frames=4, lossless=True,
                       progress=interrupt_after_first_chunk, **seeded())
     assert isinstance(e.value, KeyboardInterrupt)
-    assert e.value.checkpoint == checkpoint_path_for(out) and e.value.checkpoint.exists()
+    assert e.value.checkpoint == ClipFiles(out).latents and e.value.checkpoint.exists()
     assert e.value.frames_played > 0 and e.value.partial.exists()
     assert "resume with `vidmem decode" in str(e.value) and "plays" in str(e.value)
 
@@ -184,8 +186,62 @@ def test_sigint_during_the_decode_prints_the_resume_command_and_the_resume_is_ex
     assert argv[0] == "vidmem"
     done = cli(*argv[1:], "--quiet")
     assert done.returncode == 0, done.stderr
-    assert checkpoint_path_for(out).exists()  # `vidmem decode` keeps the latents it was given
+    assert ClipFiles(out).latents.exists()  # `vidmem decode` keeps the latents it was given
     reference = tmp_path / "reference.mp4"
     ref = cli(*[a if a != str(out) else str(reference) for a in args], "--quiet")
     assert ref.returncode == 0, ref.stderr
     assert np.array_equal(read_video(out)[0], read_video(reference)[0])
+
+
+@pytest.mark.slow
+def test_sigkill_during_the_decode_then_the_advised_resume_equals_the_uninterrupted_render(
+        tmp_path):
+    """A hard kill (SIGKILL: nothing is printed, only the checkpoint and the partial stream are
+    left) mid-decode of a tiled, chunked, lossless render; re-running the render refuses and
+    advises a `vidmem decode` command without any flags; that command reproduces the
+    uninterrupted render frame for frame, because the checkpoint recorded the settings."""
+    out = tmp_path / "clip.mp4"
+    args = ["render", "--out", str(out), "--num-frames", "17", "--chunk-frames", "4",
+            "--lossless", "--tile-size", "48", "--tile-overlap", "16"]
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_DECODE, *args], stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    partial = out.with_name(out.name + ".partial.ts")
+    deadline = time.monotonic() + 240
+    while not (partial.exists() and partial.stat().st_size > 0):
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert ClipFiles(out).latents.exists() and not out.exists()
+    again = cli(*args, "--quiet")
+    assert again.returncode == 2 and "resume with `" in again.stderr, again.stderr
+    advice = again.stderr.split("resume with `")[1].split("`")[0]
+    argv = shlex.split(advice)
+    assert argv[:2] == ["vidmem", "decode"] and "--tile-size" not in argv  # the bare advice
+    done = cli(*argv[1:], "--quiet")
+    assert done.returncode == 0, done.stderr
+    reference = tmp_path / "reference.mp4"
+    ref = cli(*[a if a != str(out) else str(reference) for a in args], "--quiet")
+    assert ref.returncode == 0, ref.stderr
+    resumed, expected = read_video(out)[0], read_video(reference)[0]
+    assert resumed.shape == expected.shape and np.array_equal(resumed, expected)
+
+
+def test_a_resume_with_other_settings_says_so(tiny_pipe, tmp_path):
+    """`vidmem decode` flags override the recorded settings and the report names each one."""
+    out = tmp_path / "clip.mp4"
+    vidmem.render(tiny_pipe, out, keep_latents=True, tile_size=48, lossless=True, **seeded())
+    ckpt = load_checkpoint(ClipFiles(out).latents)
+    assert ckpt.decode_options == vidmem.DecodeOptions(tile_size=48)
+    assert ckpt.writer_settings == vidmem.WriterSettings(fps=16, lossless=True)
+    notes = []
+    report = vidmem.resume_decode(ckpt, tmp_path / "other.mp4", vae=tiny_pipe.vae,
+                                  decode_options=vidmem.DecodeOptions(tile_size=64),
+                                  on_note=notes.append)
+    assert notes == ["the render decoded with tile_size=48; this resume uses tile_size=64 as "
+                     "asked, so its frames can differ"]
+    assert report.notes[:1] == notes
+    same = vidmem.resume_decode(ckpt, tmp_path / "same.mp4", vae=tiny_pipe.vae)
+    assert same.notes == []
+    assert np.array_equal(read_video(tmp_path / "same.mp4")[0], read_video(out)[0])

@@ -374,7 +374,7 @@ def test_flush_after_must_be_non_negative(tmp_path):
 def test_two_processes_never_write_one_file(tmp_path):
     """A writer holds its output's lock: a writer of the same path in another process fails at
     once, naming the holder; once the holder dies (SIGKILL here), the path can be written."""
-    from vidmem.outputs import OutputInUse
+    from vidmem import OutputInUse
 
     out = tmp_path / "shared.mp4"
     holder = subprocess.Popen(

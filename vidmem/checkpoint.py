@@ -32,7 +32,6 @@ import torch
 
 from .decode.options import DecodeOptions
 from .errors import CheckpointDamaged, CheckpointError, CheckpointMissing
-from .files import ClipFiles
 from .io.settings import WriterSettings
 from .pipelines import DecodeInput
 
@@ -78,11 +77,6 @@ def capture_rng() -> dict[str, torch.Tensor]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state()
     return states
-
-
-def checkpoint_path_for(video_path: str | Path) -> Path:
-    """``clip.mp4`` -> ``clip.latents.safetensors`` (next to the video)."""
-    return ClipFiles(Path(video_path)).latents
 
 
 def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
