@@ -94,7 +94,7 @@ def test_full_directory_is_refused_before_denoising(tiny_pipe, tmp_path, monkeyp
 
     monkeypatch.setattr(outputs.shutil, "disk_usage",
                         lambda p: shutil._ntuple_diskusage(10 << 30, 10 << 30, 4096))
-    with pytest.raises(OSError, match="only 4.00 KiB free .*latent checkpoint alone needs"):
+    with pytest.raises(OSError, match="only 4.00 KiB free .*latent checkpoint needs .* and the first chunk of video"):
         vidmem.render(tiny_pipe, tmp_path / "clip.mp4", **seeded())
     assert spy_denoise == []
 

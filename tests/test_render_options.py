@@ -18,7 +18,7 @@ from render_helpers import cli, seeded
     (dict(tile_size=8), "below the wan VAE's minimum"),
     (dict(tile_size=64, tile_overlap=64), "must be smaller than tile_size"),
     (dict(fps=float("inf")), "fps must be a positive number"),
-    (dict(writer_options={"codec": "nope"}), "codec 'nope' is not available"),
+    (dict(writer_options={"codec": "nope"}), "unknown codec 'nope'; available: "),
     (dict(writer_options={"crf": 99}), "crf must be"),
 ])
 def test_bad_decode_and_writer_options_fail_before_denoising(tiny_pipe, tmp_path, spy_denoise,
@@ -61,3 +61,27 @@ def test_the_report_names_the_defaults_used(tmp_path):
     defaults = json.loads(proc.stdout)["defaults"]
     assert defaults["num_inference_steps"] == 2 and defaults["height"] == 64  # tiny pipeline's
     assert defaults["guidance_scale"] == 5.0  # the pipeline's own
+
+
+def test_an_impossible_size_is_refused_with_the_numbers_before_denoising(tiny_pipe, tmp_path,
+                                                                         spy_denoise):
+    """65536x65536 used to run for minutes until the OOM killer struck, leaving a 13 GB
+    reservation and a lock; now the unavoidable buffers are sized first and the render refused."""
+    out = tmp_path / "huge.mp4"
+    with pytest.raises(vidmem.BudgetTooSmall, match=r"a 65536x65536 clip of 9 frames needs at "
+                                                    r"least .* of host memory .* available"):
+        vidmem.render(tiny_pipe, out, prompt="x", num_frames=9, height=65536, width=65536,
+                      num_inference_steps=1)
+    assert spy_denoise == [] and list(tmp_path.iterdir()) == []
+
+
+def test_a_frame_count_past_the_rotary_table_is_refused_before_denoising(tiny_pipe, tmp_path,
+                                                                         spy_denoise):
+    """4101 frames failed after denoising started with torch's `shape '[1026, 1, 1, -1]' is
+    invalid`; the limit is read from the transformer's config and named."""
+    limit = tiny_pipe.transformer.config.rope_max_seq_len
+    most = 4 * (limit - 1) + 1
+    with pytest.raises(vidmem.InvalidOptions, match=rf"covers {limit}: at most {most} frames"):
+        vidmem.render(tiny_pipe, tmp_path / "long.mp4", prompt="x", num_frames=most + 8,
+                      height=16, width=16, num_inference_steps=1)
+    assert spy_denoise == [] and list(tmp_path.iterdir()) == []

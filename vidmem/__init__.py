@@ -22,13 +22,14 @@ of :func:`render` and :func:`decode_to_video` (:mod:`vidmem.parallel`).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from .errors import (BudgetTooSmall, CheckpointDamaged, CheckpointError, CheckpointMissing,
                      DecodeFailed, DecodeInterrupted, GroupBroken, InvalidInput, InvalidInputType,
-                     InvalidOptions, ModelNotFound, OutputDirectoryMissing, OutputError,
-                     OutputExists, OutputInUse, PromptsFileError, RankFailed, UnsupportedModel,
-                     VidmemError, WriterError)
+                     InvalidOptions, ModelNotFound, ModelUnreachable, OutputDirectoryMissing,
+                     OutputError, OutputExists, OutputInUse, PromptsFileError, RankFailed,
+                     PUBLIC_ERRORS, UnsupportedModel, VidmemError, WriterError)
 
 __version__ = "0.1.0"
 
@@ -51,11 +52,7 @@ _LAZY = {
     "tiny_pipeline": "tiny",
 }
 
-_ERRORS = ["VidmemError", "InvalidOptions", "InvalidInput", "InvalidInputType",
-           "UnsupportedModel", "ModelNotFound", "BudgetTooSmall", "OutputError",
-           "OutputDirectoryMissing", "OutputInUse", "OutputExists", "CheckpointError",
-           "CheckpointMissing", "CheckpointDamaged", "PromptsFileError", "WriterError",
-           "RankFailed", "GroupBroken", "DecodeFailed", "DecodeInterrupted"]
+_ERRORS = [cls.__name__ for cls in PUBLIC_ERRORS]
 
 #: the one list of exported names.
 __all__ = sorted(_LAZY) + _ERRORS
@@ -73,10 +70,10 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    if name == "utils":  # `vidmem.utils.format_bytes` without importing it first
-        return importlib.import_module(".utils", __name__)
     module = _LAZY.get(name)
     if module is None:
+        if importlib.util.find_spec(f"{__name__}.{name}") is not None:  # a submodule, on first use
+            return importlib.import_module(f".{name}", __name__)
         raise AttributeError(f"module 'vidmem' has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value  # the next lookup is a plain attribute

@@ -49,8 +49,12 @@ class UnsupportedModel(VidmemError, ValueError):
     """A pipeline or VAE vidmem cannot render or decode; the message names what it supports."""
 
 
-class ModelNotFound(VidmemError, OSError):
-    """A model directory or hub id that cannot be loaded (missing, incomplete, offline)."""
+class ModelNotFound(VidmemError, FileNotFoundError):
+    """A model directory or hub id that cannot be loaded (missing, incomplete)."""
+
+
+class ModelUnreachable(ModelNotFound, ConnectionError):
+    """A hub id that cannot be reached (offline, or no such repository)."""
 
 
 class BudgetTooSmall(InvalidOptions):
@@ -166,7 +170,7 @@ class DecodeInterrupted(IncompleteVideo, KeyboardInterrupt):
 #: every public exception class, for ``vidmem``'s exports and the tests.
 PUBLIC_ERRORS = (
     VidmemError, InvalidOptions, InvalidInput, InvalidInputType, UnsupportedModel, ModelNotFound,
-    BudgetTooSmall, OutputError, OutputDirectoryMissing, OutputInUse, OutputExists, CheckpointError,
-    CheckpointMissing, CheckpointDamaged,
-    PromptsFileError, WriterError, RankFailed, GroupBroken, DecodeFailed, DecodeInterrupted,
+    ModelUnreachable, BudgetTooSmall, OutputError, OutputDirectoryMissing, OutputInUse,
+    OutputExists, CheckpointError, CheckpointMissing, CheckpointDamaged, PromptsFileError,
+    WriterError, RankFailed, GroupBroken, DecodeFailed, DecodeInterrupted,
 )

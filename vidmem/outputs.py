@@ -88,15 +88,19 @@ class OutputClaim:
     stream of the video is replaced (it is this video's own unfinished attempt), and the kept
     latents are read, not refused.
     ``checkpoint_bytes``: the size of the latent checkpoint that will be written, to check (and
-    reserve) the free space before the expensive work.
+    reserve) the free space before the expensive work. ``margin_bytes``: the room needed beyond
+    it before the first chunk of video is on disk (:func:`vidmem.feasibility.disk_margin_bytes`;
+    default :data:`FREE_SPACE_MARGIN_BYTES`).
     """
 
     def __init__(self, video: str | os.PathLike, *, overwrite: bool = False,
-                 resume: bool = False, checkpoint_bytes: int | None = None):
+                 resume: bool = False, checkpoint_bytes: int | None = None,
+                 margin_bytes: int | None = None):
         self.files = ClipFiles(check_video_path(video))
         self.overwrite = overwrite
         self.resume = resume
         self.checkpoint_bytes = checkpoint_bytes
+        self.margin_bytes = FREE_SPACE_MARGIN_BYTES if margin_bytes is None else margin_bytes
         self._lock: OutputLock | None = None
         #: a partial stream of an earlier run that this run replaces (reported by the caller).
         self.replaced_partials: list[tuple[Path, int]] = []
@@ -175,14 +179,15 @@ class OutputClaim:
                               f"writable directory for the output") from None
         if not self.checkpoint_bytes:
             return
-        need = self.checkpoint_bytes + FREE_SPACE_MARGIN_BYTES
+        need = self.checkpoint_bytes + self.margin_bytes
         free = shutil.disk_usage(directory).free
         if free < need:
             from .memory import format_bytes  # torch: imported only on this rare path
 
             raise OutputError(f"only {format_bytes(free)} free in {str(directory)!r}; the latent "
-                              f"checkpoint alone needs {format_bytes(need)}: free some space or "
-                              f"choose another output directory")
+                              f"checkpoint needs {format_bytes(self.checkpoint_bytes)} and the "
+                              f"first chunk of video {format_bytes(self.margin_bytes)}: free "
+                              f"some space or choose another output directory")
         if hasattr(os, "posix_fallocate"):
             try:
                 fd = os.open(self.files.reservation, os.O_WRONLY | os.O_CREAT, 0o644)

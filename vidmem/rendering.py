@@ -25,6 +25,8 @@ from .checkpoint import capture_rng, non_finite_message, save_checkpoint_anywher
 from .decode import decode_latents, plan_decode
 from .decode.fallback import decode_with_fallback
 from .decode.options import DecodeOptions, WholeClipNorm
+from .feasibility import (available_host_bytes, check_render_fits, checkpoint_bytes,
+                          estimate_render_buffers, frames_error)
 from .errors import (DecodeFailed, DecodeInterrupted, GroupBroken, InvalidInput, InvalidOptions,
                      RankFailed, WriterError)
 from .files import resume_command
@@ -389,19 +391,35 @@ def render(pipe: Any, out_path: str | Path, *, decode_options: DecodeOptions | N
     if rule.needs_image and pipeline_kwargs.get("image") is None:
         raise InvalidOptions(f"{type(pipe).__name__} is image-to-video: pass image=... (CLI: "
                              f"--image PATH)")
+    transformer = getattr(pipe, "transformer", None)
+    if frames is not None and transformer is not None:  # the model's reach (its rotary table)
+        problem = frames_error(int(frames), transformer, temporal_factor=rule.temporal_factor)
+        if problem:
+            raise InvalidOptions(problem)
     call = call_arguments(pipe, dict(pipeline_kwargs, output_type="latent"))  # bad names fail here
     defaults = pipeline_defaults(pipe, pipeline_kwargs)
     expected = expected_vae_latents(pipe, call)
-    checkpoint_bytes = None
+    ckpt_bytes = margin_bytes = None
     if expected is not None:
         plan_decode(pipe.vae, expected, **decode.tiling())  # bad tiling fails now, not later
-        checkpoint_bytes = expected.numel() * expected.element_size() if checkpoint else None
+        sizes = [call.get(k) for k in ("num_frames", "height", "width")]
+        buffers = (estimate_render_buffers(pipe.vae, *sizes, latent_dtype=expected.dtype,
+                                           checkpoint=checkpoint,
+                                           queue_size=writer.queue_size, **decode.tiling())
+                   if all(isinstance(v, int) for v in sizes) else None)
+        if buffers is not None:  # an impossible size is refused, with the numbers, right here
+            check_render_fits(buffers, host_available=available_host_bytes())
+            margin_bytes = buffers.disk_margin
+        if checkpoint:
+            ckpt_bytes = checkpoint_bytes(expected.shape, expected.dtype,
+                                          cuda_rng=torch.cuda.is_available())
     applied = None
     if offload is not None and not isinstance(offload, (OffloadPlan, AppliedPlan)):
         raise InvalidOptions(f"offload must be an OffloadPlan or AppliedPlan, got "
                              f"{type(offload).__name__}")
     # rank 0 alone owns the files of a split render; the others hold nothing
-    claim = (OutputClaim(out, overwrite=overwrite, checkpoint_bytes=checkpoint_bytes)
+    claim = (OutputClaim(out, overwrite=overwrite, checkpoint_bytes=ckpt_bytes,
+                         margin_bytes=margin_bytes)
              if session.is_writer else contextlib.nullcontext())
     with claim:
         notes = [f"replaced the partial stream {p} ({n} frames) left by an earlier run"

@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Literal, Protocol
 
 import torch
 
+from ..errors import InvalidInput, InvalidInputType, InvalidOptions
 from .. import allocator
 from ..io.frames import vae_pixels_to_uint8_
 from ..io.staging import HostStager
@@ -195,11 +196,11 @@ def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: in
     """
     adapter = adapter or adapter_for(vae, decode_kwargs)
     if whole_clip_norm not in (None, True, False, "estimate", "exact"):
-        raise ValueError(f"whole_clip_norm must be True, False, 'estimate', 'exact' or None; got "
+        raise InvalidOptions(f"whole_clip_norm must be True, False, 'estimate', 'exact' or None; got "
                          f"{whole_clip_norm!r}")
     if whole_clip_norm is not None:
         if whole_clip_norm and not adapter.supports_clip_norm:
-            raise ValueError(f"whole_clip_norm is for decoders whose GroupNorms span the clip "
+            raise InvalidOptions(f"whole_clip_norm is for decoders whose GroupNorms span the clip "
                              f"(HunyuanVideo); the {adapter.name} VAE has none to gather")
         adapter.clip_norm = bool(whole_clip_norm)
     schedule: Schedule | None = None
@@ -209,19 +210,19 @@ def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: in
     if isinstance(adapter, GenericAdapter):
         adapter.probe(z)
     if not z.is_floating_point():
-        raise TypeError(f"latents must be a float tensor, got {z.dtype}")
+        raise InvalidInputType(f"latents must be a float tensor, got {z.dtype}")
     _, _, t_lat, h_lat, w_lat = z.shape
     if t_lat < 1 or h_lat < 1 or w_lat < 1:
-        raise ValueError(f"latents have an empty dimension: shape {tuple(latents.shape)}")
+        raise InvalidInput(f"latents have an empty dimension: shape {tuple(latents.shape)}")
     tm, sf = adapter.time_map, adapter.spatial_factor
     height, width = h_lat * sf, w_lat * sf
 
     for name, value in (("chunk_frames", chunk_frames), ("overlap_frames", overlap_frames),
                         ("tile_size", tile_size), ("tile_overlap", tile_overlap)):
         if value is not None and (not isinstance(value, int) or value < 0):
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+            raise InvalidOptions(f"{name} must be a non-negative integer, got {value!r}")
     if chunk_frames == 0:
-        raise ValueError("chunk_frames must be at least 1 pixel frame")
+        raise InvalidOptions("chunk_frames must be at least 1 pixel frame")
 
     chunk_latents = max(1, (chunk_frames or DEFAULT_CHUNK_FRAMES) // tm.factor)
     if adapter.streaming == "window":
@@ -242,7 +243,7 @@ def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: in
             limit = max(adapter.default_context_latents,
                         context_for((chunk_frames or DEFAULT_CHUNK_FRAMES) - 1))
             if context > limit:
-                raise ValueError(
+                raise InvalidOptions(
                     f"overlap_frames ({overlap_frames}) needs {context} latent frames of context;"
                     f" at most {limit} (the larger of chunk_frames - 1 and the {adapter.name} "
                     f"VAE's default context of {adapter.default_context_latents} latent frames)")
@@ -267,7 +268,7 @@ def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: in
     if tile_px is not None:
         tile_latent = tile_px // sf
         if tile_latent < adapter.min_tile_latent:
-            raise ValueError(
+            raise InvalidOptions(
                 f"tile_size {tile_px}px is below the {adapter.name} VAE's minimum of "
                 f"{adapter.min_tile_latent * sf}px ({adapter.min_tile_latent} latent px x{sf}); "
                 f"use a larger tile_size or 0 to disable tiling")
@@ -275,7 +276,7 @@ def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: in
         overlap_px = min(DEFAULT_TILE_OVERLAP, tile_px // 4) if tile_overlap is None else tile_overlap
         overlap_latent = overlap_px // sf
         if overlap_latent >= tile_latent:
-            raise ValueError(f"tile_overlap ({overlap_px}px) must be smaller than tile_size "
+            raise InvalidOptions(f"tile_overlap ({overlap_px}px) must be smaller than tile_size "
                              f"({tile_px}px)")
         if tile_latent >= max(h_lat, w_lat):
             tile_latent, overlap_latent = None, 0  # one tile covers the frame: no tiling needed
@@ -416,7 +417,7 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames:
     chunks, equal to a single process's).
     """
     if output_type not in ("uint8", "pt"):
-        raise ValueError(f"output_type must be 'uint8' or 'pt', got {output_type!r}")
+        raise InvalidOptions(f"output_type must be 'uint8' or 'pt', got {output_type!r}")
     adapter = adapter_for(vae, decode_kwargs)
     plan = plan_decode(vae, latents, chunk_frames=chunk_frames, overlap_frames=overlap_frames,
                        tile_size=tile_size, tile_overlap=tile_overlap,
@@ -424,11 +425,11 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames:
     z = adapter.to_canonical(latents)
     if z.device.type != "meta" and not bool(torch.isfinite(z).all()):
         bad = int(z.numel() - torch.isfinite(z).sum())
-        raise ValueError(f"the latents contain {bad} NaN/inf value(s) of {z.numel()}: the "
+        raise InvalidInput(f"the latents contain {bad} NaN/inf value(s) of {z.numel()}: the "
                          f"denoising diverged (common with fp16: try bf16 or fp32, or another "
                          f"seed); nothing was decoded")
     if output_type == "uint8" and z.shape[0] != 1:
-        raise ValueError(f"uint8 output decodes one video at a time; got a batch of "
+        raise InvalidInput(f"uint8 output decodes one video at a time; got a batch of "
                          f"{z.shape[0]} (pass one video's latents or output_type='pt')")
     return _stream(adapter, z, plan, output_type, progress, split)
 

@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 import torch
 
+from ..errors import BudgetTooSmall, InvalidOptions
 from ..memory import format_bytes, parse_bytes
 
 log = logging.getLogger("vidmem")
@@ -258,7 +259,7 @@ def check_device(device: str | None) -> str:
     text = str(device).strip().lower()
     if text == "cpu" or text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
         return text
-    raise ValueError(f"unknown device {device!r}: use cuda, cuda:N or cpu")
+    raise InvalidOptions(f"unknown device {device!r}: use cuda, cuda:N or cpu")
 
 
 def auto_budget(device: str) -> tuple[int, str]:
@@ -266,13 +267,13 @@ def auto_budget(device: str) -> tuple[int, str]:
     (:data:`AUTO_MARGIN_MIN_BYTES` or :data:`AUTO_MARGIN_FRACTION` of the total, whichever is
     larger). Returns ``(bytes, note)``. Needs CUDA."""
     if not device.startswith("cuda") or not torch.cuda.is_available():
-        raise ValueError("budget 'auto' reads the free memory of a CUDA device, and there is none "
+        raise InvalidOptions("budget 'auto' reads the free memory of a CUDA device, and there is none "
                          "here; give a size such as 8GiB")
     free, total = torch.cuda.mem_get_info(torch.device(device))
     margin = max(AUTO_MARGIN_MIN_BYTES, int(AUTO_MARGIN_FRACTION * total))
     budget = free - margin
     if budget <= 0:
-        raise ValueError(f"budget 'auto': only {format_bytes(free)} of {format_bytes(total)} is "
+        raise BudgetTooSmall(f"budget 'auto': only {format_bytes(free)} of {format_bytes(total)} is "
                          f"free on {device}, less than the {format_bytes(margin)} margin")
     return budget, (f"auto: {format_bytes(free)} free of {format_bytes(total)} minus "
                     f"{format_bytes(margin)} margin")
@@ -326,7 +327,7 @@ class _Budget:
         comps, budget, overhead = self.comps, self.budget, self.overhead
         smallest = self.smallest()
         if smallest > budget:
-            raise ValueError(f"budget {format_bytes(budget)} is too small for this pipeline even "
+            raise BudgetTooSmall(f"budget {format_bytes(budget)} is too small for this pipeline even "
                              f"with block streaming; the smallest budget that would work is "
                              f"{format_bytes(smallest)}")
         excluded_bytes = sum(c.device_bytes for c in comps if c.name in self.excluded)

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
+from ...errors import InvalidInput
 from ..geometry import Span, TimeMap, split_even
 
 Streaming = Literal["cache", "window"]
@@ -75,7 +76,7 @@ class FamilyAdapter:
     def to_canonical(self, latents: torch.Tensor) -> torch.Tensor:
         """The VAE's native decode input -> ``(B, C, T, h, w)``. Validates the rank."""
         if latents.ndim != 5:
-            raise ValueError(
+            raise InvalidInput(
                 f"{type(self.vae).__name__} decodes 5-D latents (B, C, T, h, w); got shape "
                 f"{tuple(latents.shape)}"
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ...errors import InvalidInput
 from ..geometry import TimeMap
 from .base import FamilyAdapter, config_value
 
@@ -41,7 +42,7 @@ class ImageVAEAdapter(FamilyAdapter):
         if latents.ndim == 5:
             self._native_5d = True
             return latents
-        raise ValueError(
+        raise InvalidInput(
             f"{type(self.vae).__name__} decodes frames as a batch (N, C, h, w) or a video "
             f"(B, C, T, h, w); got shape {tuple(latents.shape)}"
         )

@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ...errors import UnsupportedModel
 from ..geometry import TimeMap
 from .base import FamilyAdapter, Streaming
 from .causal_cache import (CausalState, causal_time_input, depth_to_time_space, forwards_replaced,
@@ -67,11 +68,11 @@ class LTXVideoAdapter(FamilyAdapter):
         super().__init__(vae, decode_kwargs)
         unknown = set(self.decode_kwargs) - {"temb", "return_dict", *self._extra_kwargs}
         if unknown:
-            raise ValueError(f"{type(vae).__name__}.decode takes no argument(s) {sorted(unknown)}; "
+            raise UnsupportedModel(f"{type(vae).__name__}.decode takes no argument(s) {sorted(unknown)}; "
                              f"vidmem passes only {['temb', *self._extra_kwargs]} to its decoder")
         decoder = vae.decoder
         if getattr(decoder, "patch_size_t", 1) != 1:
-            raise ValueError(f"{type(vae).__name__} with patch_size_t={decoder.patch_size_t} is not "
+            raise UnsupportedModel(f"{type(vae).__name__} with patch_size_t={decoder.patch_size_t} is not "
                              f"supported (its frames do not follow the {self.time_map_doc} rule)")
         self._injects_noise = any(getattr(m, "per_channel_scale1", None) is not None
                                   for m in decoder.modules())
@@ -109,7 +110,7 @@ class LTXVideoAdapter(FamilyAdapter):
         temb = self.decode_kwargs.get("temb")
         if temb is None:
             if getattr(self.vae.decoder, "time_embedder", None) is not None:
-                raise ValueError(
+                raise UnsupportedModel(
                     f"this {type(self.vae).__name__} is timestep-conditioned "
                     f"(timestep_conditioning=True): pass the decode timestep as "
                     f"decode_kwargs={{'temb': t}} (LTX pipelines use decode_timestep, e.g. 0.05)")

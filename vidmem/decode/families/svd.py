@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from ...errors import InvalidInput
 from ..geometry import TimeMap
 from .base import FamilyAdapter, config_value
 
@@ -42,11 +43,11 @@ class SVDTemporalAdapter(FamilyAdapter):
 
     def to_canonical(self, latents: torch.Tensor) -> torch.Tensor:
         if latents.ndim != 4:
-            raise ValueError(f"AutoencoderKLTemporalDecoder decodes frames as a batch "
+            raise InvalidInput(f"AutoencoderKLTemporalDecoder decodes frames as a batch "
                              f"(B * F, C, h, w); got shape {tuple(latents.shape)}")
         frames = int(self.decode_kwargs.get("num_frames", latents.shape[0]))
         if latents.shape[0] % frames:
-            raise ValueError(f"num_frames={frames} does not divide the batch of "
+            raise InvalidInput(f"num_frames={frames} does not divide the batch of "
                              f"{latents.shape[0]} latent frames")
         b = latents.shape[0] // frames
         return latents.reshape(b, frames, *latents.shape[1:]).permute(0, 2, 1, 3, 4)
