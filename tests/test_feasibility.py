@@ -43,7 +43,7 @@ def test_checkpoint_bytes_matches_a_saved_checkpoint(tmp_path, shape, dtype, kwa
 def test_render_checkpoint_within_prediction_and_small_disk_rule(tmp_path, tiny_pipe):
     """The issue's case: a 9-frame 64x96 clip. Its real checkpoint and video are well inside the
     new rule's reservation, which a 2 MiB disk can hold (the fixed 16 MiB margin refused it)."""
-    from vidmem.render import render
+    from vidmem.rendering import render
 
     out = tmp_path / "clip.mp4"
     render(tiny_pipe, out, keep_latents=True, prompt="a", num_frames=9, height=64, width=96,
@@ -61,7 +61,7 @@ def test_render_checkpoint_within_prediction_and_small_disk_rule(tmp_path, tiny_
 def test_disk_margin_bounds_the_first_chunk(tmp_path, tiny_pipe, lossless):
     """The margin bounds the video's first chunk, lossless too (the tiny model's frames are
     noise-like, the worst case for an encoder): a 13-frame clip is one 16-frame chunk."""
-    from vidmem.render import render
+    from vidmem.rendering import render
 
     out = tmp_path / "clip.mp4"
     render(tiny_pipe, out, checkpoint=False, lossless=lossless, prompt="a", num_frames=13,

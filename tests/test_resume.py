@@ -159,13 +159,8 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_sigint_during_the_decode_prints_the_resume_command_and_the_resume_is_exact(tmp_path):
-    """A real SIGINT to the CLI mid-decode (each window slowed down so it lands there): exit
-    130 with the kept latents, the partial stream's frames and the resume command on stderr;
-    running that command gives the same file as an uninterrupted render."""
-    out = tmp_path / "clip.mp4"
-    args = ["render", "--out", str(out), "--num-frames", "17", "--chunk-frames", "4",
-            "--lossless", "--tile-size", "0"]
+def start_until_the_decode_writes(args: list[str], out: Path) -> subprocess.Popen:
+    """The CLI with :data:`SLOW_DECODE`, returned once its partial stream has bytes on disk."""
     proc = subprocess.Popen([sys.executable, "-c", SLOW_DECODE, *args], stderr=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     partial = out.with_name(out.name + ".partial.ts")
@@ -174,6 +169,17 @@ def test_sigint_during_the_decode_prints_the_resume_command_and_the_resume_is_ex
         assert proc.poll() is None, proc.stderr.read()
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    return proc
+
+
+def test_sigint_during_the_decode_prints_the_resume_command_and_the_resume_is_exact(tmp_path):
+    """A real SIGINT to the CLI mid-decode (each window slowed down so it lands there): exit
+    130 with the kept latents, the partial stream's frames and the resume command on stderr;
+    running that command gives the same file as an uninterrupted render."""
+    out = tmp_path / "clip.mp4"
+    args = ["render", "--out", str(out), "--num-frames", "17", "--chunk-frames", "4",
+            "--lossless", "--tile-size", "0"]
+    proc = start_until_the_decode_writes(args, out)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
@@ -203,14 +209,7 @@ def test_sigkill_during_the_decode_then_the_advised_resume_equals_the_uninterrup
     out = tmp_path / "clip.mp4"
     args = ["render", "--out", str(out), "--num-frames", "17", "--chunk-frames", "4",
             "--lossless", "--tile-size", "48", "--tile-overlap", "16"]
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_DECODE, *args], stderr=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    partial = out.with_name(out.name + ".partial.ts")
-    deadline = time.monotonic() + 240
-    while not (partial.exists() and partial.stat().st_size > 0):
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    proc = start_until_the_decode_writes(args, out)
     proc.kill()
     proc.communicate(timeout=60)
     assert ClipFiles(out).latents.exists() and not out.exists()

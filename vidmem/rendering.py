@@ -126,12 +126,18 @@ def resume_flags(decode: DecodeOptions, writer: WriterSettings) -> list[str]:
     return decode.cli_flags() + writer.cli_flags()
 
 
+#: the keyword shortcuts of :func:`render` and :func:`decode_to_video` over the typed options.
+DECODE_SHORTCUTS = ("chunk_frames", "overlap_frames", "tile_size", "tile_overlap",
+                    "whole_clip_norm", "oom_fallback", "memory_breakdown")
+
+
 def _with_shortcuts(decode_options: DecodeOptions | None, writer_settings: WriterSettings | None,
-                    *, fps: float | None, lossless: bool, writer_options: dict[str, Any] | None,
-                    **decode_shortcuts: Any) -> tuple[DecodeOptions, WriterSettings]:
+                    call: dict[str, Any]) -> tuple[DecodeOptions, WriterSettings]:
     """The typed options of a call: the given values, overridden by the keyword shortcuts that
-    were given (``None``: not given)."""
-    decode = DecodeOptions.build(decode_options, **decode_shortcuts)
+    were given (``None``: not given). ``call``: the calling function's arguments (its
+    ``locals()``), which hold the shortcuts by their names."""
+    decode = DecodeOptions.build(decode_options, **{k: call[k] for k in DECODE_SHORTCUTS})
+    fps, lossless, writer_options = call["fps"], call["lossless"], call["writer_options"]
     if writer_options is not None and not isinstance(writer_options, dict):
         raise InvalidOptions(f"writer_options must be a dict of WriterSettings fields, got "
                              f"{writer_options!r}")
@@ -181,12 +187,7 @@ def decode_to_video(vae: torch.nn.Module, latents: torch.Tensor, path: str | Pat
     rank 0 as the cause of its :class:`vidmem.DecodeFailed`; see :mod:`vidmem.parallel`).
     """
     session: Session = process_group  # resolved by @split_job
-    decode, writer = _with_shortcuts(decode_options, writer_settings, fps=fps, lossless=lossless,
-                                     writer_options=writer_options, chunk_frames=chunk_frames,
-                                     overlap_frames=overlap_frames, tile_size=tile_size,
-                                     tile_overlap=tile_overlap, whole_clip_norm=whole_clip_norm,
-                                     oom_fallback=oom_fallback,
-                                     memory_breakdown=memory_breakdown)
+    decode, writer = _with_shortcuts(decode_options, writer_settings, locals())
     if writer.fps is None:
         writer = writer.with_(fps=16)
     claim = None
@@ -373,12 +374,7 @@ def render(pipe: Any, out_path: str | Path, *, decode_options: DecodeOptions | N
     defaults that were used).
     """
     session: Session = process_group  # resolved by @split_job
-    decode, writer = _with_shortcuts(decode_options, writer_settings, fps=fps, lossless=lossless,
-                                     writer_options=writer_options, chunk_frames=chunk_frames,
-                                     overlap_frames=overlap_frames, tile_size=tile_size,
-                                     tile_overlap=tile_overlap, whole_clip_norm=whole_clip_norm,
-                                     oom_fallback=oom_fallback,
-                                     memory_breakdown=memory_breakdown)
+    decode, writer = _with_shortcuts(decode_options, writer_settings, locals())
     rule = rule_for(pipe)  # unsupported pipeline: fail before denoising
     out = check_video_path(out_path) if session.is_writer else Path(out_path)
     if writer.fps is None:
