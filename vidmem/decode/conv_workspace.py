@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from ..errors import InvalidOptions
+
 #: Default cap on the column buffer. Smaller pieces cost time (more, smaller GEMMs and copies):
 #: on the realistic Wan config (480x832, 17 frames, 2 threads) a 3 MiB cap took ~2.3x the CPU
 #: time of torch's unsplit calls, 32 MiB ~1.2-1.4x, 64 MiB ~1.0x (the unsplit call pays for
@@ -61,7 +63,7 @@ def configured_max_bytes() -> int | None:
     try:
         return parse_bytes(value)
     except ValueError as e:
-        raise ValueError(f"${ENV_VAR}: {e}") from None
+        raise InvalidOptions(f"${ENV_VAR}: {e}") from None
 
 
 def _triple(value: Any) -> _Triple:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import torch
 
+from ...errors import InvalidInput
 from ..geometry import TimeMap
-from .base import FamilyAdapter, config_value
+from .base import ClipFacts, FamilyAdapter, config_value
 
 
 class SVDTemporalAdapter(FamilyAdapter):
@@ -42,11 +43,11 @@ class SVDTemporalAdapter(FamilyAdapter):
 
     def to_canonical(self, latents: torch.Tensor) -> torch.Tensor:
         if latents.ndim != 4:
-            raise ValueError(f"AutoencoderKLTemporalDecoder decodes frames as a batch "
+            raise InvalidInput(f"AutoencoderKLTemporalDecoder decodes frames as a batch "
                              f"(B * F, C, h, w); got shape {tuple(latents.shape)}")
         frames = int(self.decode_kwargs.get("num_frames", latents.shape[0]))
         if latents.shape[0] % frames:
-            raise ValueError(f"num_frames={frames} does not divide the batch of "
+            raise InvalidInput(f"num_frames={frames} does not divide the batch of "
                              f"{latents.shape[0]} latent frames")
         b = latents.shape[0] // frames
         return latents.reshape(b, frames, *latents.shape[1:]).permute(0, 2, 1, 3, 4)
@@ -55,7 +56,7 @@ class SVDTemporalAdapter(FamilyAdapter):
         channels = config_value(self.vae, "latent_channels", default=4)
         return torch.empty(t, int(channels), h, w, device=device)
 
-    def from_canonical(self, pixels: torch.Tensor) -> torch.Tensor:
+    def from_canonical(self, pixels: torch.Tensor, facts: ClipFacts | None = None) -> torch.Tensor:
         b, c, t, h, w = pixels.shape
         return pixels.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
 
