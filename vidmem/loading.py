@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from .errors import ModelNotFound
 from .tiny import parse_tiny_model_id, tiny_pipeline
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -25,24 +26,24 @@ def read_model_index(model: str) -> dict[str, Any]:
 
     path = Path(model)
     if not path.exists():
-        raise FileNotFoundError(f"model {model!r} not found: pass a diffusers pipeline directory "
+        raise ModelNotFound(f"model {model!r} not found: pass a diffusers pipeline directory "
                                 f"(written by save_pretrained) or a hub id like org/name")
     if not path.is_dir():
-        raise FileNotFoundError(f"model {model!r} is a file; pass the diffusers pipeline "
+        raise ModelNotFound(f"model {model!r} is a file; pass the diffusers pipeline "
                                 f"directory (written by save_pretrained)")
     index_path = path / "model_index.json"
     if not index_path.is_file():
-        raise FileNotFoundError(f"{model!r} has no model_index.json; pass a diffusers pipeline "
+        raise ModelNotFound(f"{model!r} has no model_index.json; pass a diffusers pipeline "
                                 f"directory (written by save_pretrained)")
     try:
         index = json.loads(index_path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{index_path} is not valid JSON ({e}); re-save the pipeline with "
+        raise ModelNotFound(f"{index_path} is not valid JSON ({e}); re-save the pipeline with "
                          f"save_pretrained or repair the file") from None
     if not isinstance(index, dict):
-        raise ValueError(f"{index_path} must hold a JSON object, not {type(index).__name__}")
+        raise ModelNotFound(f"{index_path} must hold a JSON object, not {type(index).__name__}")
     if not isinstance(index.get("_class_name"), str) or not index["_class_name"]:
-        raise ValueError(f"{index_path} has no \"_class_name\" naming the pipeline class (e.g. "
+        raise ModelNotFound(f"{index_path} has no \"_class_name\" naming the pipeline class (e.g. "
                          f"\"WanPipeline\"); re-save the pipeline with save_pretrained")
     return index
 
@@ -111,7 +112,7 @@ def check_model_reachable(model: str) -> None:
     if parse_tiny_model_id(model) is None and looks_like_hub_id(model):
         reason = hub_unreachable_reason(model)
         if reason:
-            raise ConnectionError(reason)
+            raise ModelNotFound(reason)
 
 
 def load_pipeline(model: str, dtype: torch.dtype | None = None):
@@ -135,7 +136,7 @@ def check_model_source(model: str) -> None:
     if parse_tiny_model_id(model) is not None or Path(model).exists():
         return
     if not looks_like_hub_id(model):
-        raise FileNotFoundError(f"model {model!r} not found: pass a diffusers pipeline directory "
+        raise ModelNotFound(f"model {model!r} not found: pass a diffusers pipeline directory "
                                 f"(written by save_pretrained) or a hub id like org/name")
     check_model_reachable(model)
 
@@ -155,7 +156,7 @@ def load_vae(model: str, dtype: torch.dtype | None = None) -> torch.nn.Module:
     path = Path(model)
     check_model_source(model)
     if path.exists() and not (path / "vae").is_dir():
-        raise FileNotFoundError(f"{model!r} has no vae/ folder; pass a diffusers pipeline "
+        raise ModelNotFound(f"{model!r} has no vae/ folder; pass a diffusers pipeline "
                                 f"directory (as written by save_pretrained)")
     kwargs = {"torch_dtype": dtype} if dtype is not None else {}
     return AutoModel.from_pretrained(model, subfolder="vae", **kwargs).eval()
@@ -237,14 +238,14 @@ def _hub_configs(model: str) -> str:
     from .shapes import known_pipeline_configs
 
     if not looks_like_hub_id(model):
-        raise FileNotFoundError(f"model {model!r} not found: pass a diffusers pipeline directory "
+        raise ModelNotFound(f"model {model!r} not found: pass a diffusers pipeline directory "
                                 f"(written by save_pretrained) or a hub id like org/name")
     reason = hub_unreachable_reason(model)
     if reason is None:
         return model
     known = known_pipeline_configs(model)
     if known is None:
-        raise ConnectionError(f"{reason}; vidmem knows these ids offline: "
+        raise ModelNotFound(f"{reason}; vidmem knows these ids offline: "
                               f"{', '.join(_known_ids())}")
     return str(known)
 

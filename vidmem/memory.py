@@ -13,6 +13,7 @@ import sys
 
 import torch
 
+from .errors import InvalidOptions
 _UNITS = {
     "": 1, "b": 1,
     "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
@@ -29,19 +30,19 @@ def parse_bytes(value: str | int | float) -> int:
     as their names say; a bare ``G``/``M``/``K`` is read as decimal.
     """
     if isinstance(value, bool):
-        raise ValueError(f"not a memory size: {value!r}")
+        raise InvalidOptions(f"not a memory size: {value!r}")
     if isinstance(value, (int, float)):
         if value <= 0:
-            raise ValueError(f"a memory size must be positive, got {value!r}")
+            raise InvalidOptions(f"a memory size must be positive, got {value!r}")
         return int(value)
     m = _SIZE_RE.match(str(value))
     unit = m.group(2).lower() if m else None
     if not m or unit not in _UNITS:
-        raise ValueError(f"cannot parse memory size {value!r}: use a number with a unit such as "
+        raise InvalidOptions(f"cannot parse memory size {value!r}: use a number with a unit such as "
                          f"8GiB, 6GB or 500MiB")
     size = int(float(m.group(1)) * _UNITS[unit])
     if size <= 0:
-        raise ValueError(f"a memory size must be positive, got {value!r}")
+        raise InvalidOptions(f"a memory size must be positive, got {value!r}")
     return size
 
 

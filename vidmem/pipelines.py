@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import torch
 
+from .errors import InvalidOptions, UnsupportedModel
 
 @dataclass
 class DecodeInput:
@@ -67,7 +68,7 @@ def call_arguments(pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         params = signature.parameters
         unknown = sorted(set(kwargs) - set(params))
         names = ", ".join(n for n in params if n != "kwargs")
-        raise ValueError(f"{type(pipe).__name__} takes no argument(s) {', '.join(unknown)}; it "
+        raise InvalidOptions(f"{type(pipe).__name__} takes no argument(s) {', '.join(unknown)}; it "
                          f"takes: {names}") from None
     bound.apply_defaults()
     args = dict(bound.arguments)
@@ -209,7 +210,7 @@ def rule_for_class(name: str) -> PipelineRule:
     for rule in RULES:
         if name in rule.pipeline_classes:
             return rule
-    raise ValueError(f"vidmem does not support {name} yet; supported pipelines: "
+    raise UnsupportedModel(f"vidmem does not support {name} yet; supported pipelines: "
                      f"{', '.join(supported_pipelines())}")
 
 
