@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .errors import InvalidInput, ModelNotFound, ModelUnreachable
+from .errors import ModelNotFound
 from .tiny import parse_tiny_model_id, tiny_pipeline
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -38,12 +38,12 @@ def read_model_index(model: str) -> dict[str, Any]:
     try:
         index = json.loads(index_path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidInput(f"{index_path} is not valid JSON ({e}); re-save the pipeline with "
+        raise ModelNotFound(f"{index_path} is not valid JSON ({e}); re-save the pipeline with "
                          f"save_pretrained or repair the file") from None
     if not isinstance(index, dict):
-        raise InvalidInput(f"{index_path} must hold a JSON object, not {type(index).__name__}")
+        raise ModelNotFound(f"{index_path} must hold a JSON object, not {type(index).__name__}")
     if not isinstance(index.get("_class_name"), str) or not index["_class_name"]:
-        raise InvalidInput(f"{index_path} has no \"_class_name\" naming the pipeline class (e.g. "
+        raise ModelNotFound(f"{index_path} has no \"_class_name\" naming the pipeline class (e.g. "
                          f"\"WanPipeline\"); re-save the pipeline with save_pretrained")
     return index
 
@@ -112,7 +112,7 @@ def check_model_reachable(model: str) -> None:
     if parse_tiny_model_id(model) is None and looks_like_hub_id(model):
         reason = hub_unreachable_reason(model)
         if reason:
-            raise ModelUnreachable(reason)
+            raise ModelNotFound(reason)
 
 
 def load_pipeline(model: str, dtype: torch.dtype | None = None):
@@ -245,7 +245,7 @@ def _hub_configs(model: str) -> str:
         return model
     known = known_pipeline_configs(model)
     if known is None:
-        raise ModelUnreachable(f"{reason}; vidmem knows these ids offline: "
+        raise ModelNotFound(f"{reason}; vidmem knows these ids offline: "
                               f"{', '.join(_known_ids())}")
     return str(known)
 

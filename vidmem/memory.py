@@ -14,7 +14,6 @@ import sys
 import torch
 
 from .errors import InvalidOptions
-
 _UNITS = {
     "": 1, "b": 1,
     "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,

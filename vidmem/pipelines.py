@@ -18,7 +18,6 @@ import torch
 
 from .errors import InvalidOptions, UnsupportedModel
 
-
 @dataclass
 class DecodeInput:
     """What the VAE decode needs: latents in the VAE's own ``decode`` layout plus its extras."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from .errors import InvalidOptions, UnsupportedModel
 def tiny_tokenizer(model_max_length: int = 64):
     """A byte-level tokenizer built in code: every UTF-8 byte is a token, no merges.
 
@@ -327,7 +328,7 @@ _CLASSES = {"wan": "WanPipeline", "wan-i2v": "WanImageToVideoPipeline", "cogvide
 def tiny_pipeline_class(family: str) -> str:
     """The pipeline class name of tiny ``family`` (a clear error for an unknown family)."""
     if family not in _CLASSES:
-        raise ValueError(f"unknown tiny pipeline family {family!r}; available: "
+        raise UnsupportedModel(f"unknown tiny pipeline family {family!r}; available: "
                          f"{', '.join(_CLASSES)}")
     return _CLASSES[family]
 
@@ -349,7 +350,7 @@ def tiny_pipeline(family: str = "wan", seed: int = 0):
     """
     builder = _BUILDERS.get(family)
     if builder is None:
-        raise ValueError(
+        raise UnsupportedModel(
             f"unknown tiny pipeline family {family!r}; available: {', '.join(SUPPORTED_TINY_FAMILIES)}"
         )
     pipe = builder(seed)
@@ -372,10 +373,10 @@ def parse_tiny_model_id(model_id: str) -> tuple[str, int] | None:
     family, _, seed = model_id[len(TINY_PREFIX):].partition(":")
     example = f"{TINY_PREFIX}{family or 'wan'}:0"
     if family not in _BUILDERS:
-        raise ValueError(f"{model_id!r}: unknown tiny pipeline family {family!r}; available: "
+        raise UnsupportedModel(f"{model_id!r}: unknown tiny pipeline family {family!r}; available: "
                          f"{', '.join(SUPPORTED_TINY_FAMILIES)} (e.g. {example})")
     if seed and not seed.isdigit():
-        raise ValueError(f"{model_id!r}: the seed must be a whole number, e.g. {example}")
+        raise InvalidOptions(f"{model_id!r}: the seed must be a whole number, e.g. {example}")
     return family, int(seed or 0)
 
 

@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from ..errors import InvalidOptions
 from .geometry import Tile
 
 
@@ -28,7 +29,7 @@ def ramp(length: int, shape: str = "cosine") -> torch.Tensor:
         return x
     if shape == "cosine":
         return 0.5 - 0.5 * torch.cos(math.pi * x)
-    raise ValueError(f"unknown blend shape {shape!r}; use 'cosine' or 'linear'")
+    raise InvalidOptions(f"unknown blend shape {shape!r}; use 'cosine' or 'linear'")
 
 
 def _axis_weights(size: int, fade_in: tuple[int, int], fade_out: tuple[int, int],

@@ -17,6 +17,7 @@ difference between tiled and untiled decodes, from the retry point on.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 from typing import Any, Callable, Iterator
@@ -24,7 +25,9 @@ from typing import Any, Callable, Iterator
 import torch
 
 from .families import adapter_for
-from .stream import DEFAULT_TILE_OVERLAP, DecodePlan, WorkSplit, decode_latents, plan_decode
+from .options import DecodeOptions
+from .stream import (DEFAULT_TILE_OVERLAP, DecodePlan, WorkSplit, decode_latents,
+                     free_device_bytes_for, plan_decode)
 
 log = logging.getLogger("vidmem")
 
@@ -40,15 +43,14 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def smaller_options(plan: DecodePlan, spatial_factor: int, time_factor: int, min_tile_latent: int,
-                    options: dict[str, Any]) -> dict[str, Any] | None:
+                    options: DecodeOptions) -> DecodeOptions | None:
     """The next rung down from ``plan``: half the chunk, else (half) tiles; ``None`` at the end."""
-    options = dict(options)
     if plan.chunk_latents > 1:
-        options["chunk_frames"] = max(1, plan.chunk_latents // 2) * time_factor
-        overlap = options.get("overlap_frames")
-        if overlap is not None and overlap >= options["chunk_frames"]:
-            options["overlap_frames"] = options["chunk_frames"] - 1
-        return options
+        chunk_frames = max(1, plan.chunk_latents // 2) * time_factor
+        overlap = options.overlap_frames
+        if overlap is not None and overlap >= chunk_frames:
+            overlap = chunk_frames - 1
+        return dataclasses.replace(options, chunk_frames=chunk_frames, overlap_frames=overlap)
     h_lat, w_lat = plan.latent_shape[-2:]
     current = plan.tile_latent or max(h_lat, w_lat)
     tile = current // 2
@@ -57,20 +59,22 @@ def smaller_options(plan: DecodePlan, spatial_factor: int, time_factor: int, min
     overlap_px = (plan.tile_overlap_latent * spatial_factor if plan.tile_latent
                   else DEFAULT_TILE_OVERLAP)
     overlap_latent = min(overlap_px // spatial_factor, tile // 4)
-    options["tile_size"] = tile * spatial_factor
-    options["tile_overlap"] = overlap_latent * spatial_factor
-    return options
+    return dataclasses.replace(options, tile_size=tile * spatial_factor,
+                               tile_overlap=overlap_latent * spatial_factor)
 
 
-def decode_with_fallback(vae: torch.nn.Module, latents: torch.Tensor, *,
-                         chunk_frames: int | None = None, overlap_frames: int | None = None,
-                         tile_size: int | None = None, tile_overlap: int | None = None,
-                         whole_clip_norm: bool | str | None = None,
+def decode_with_fallback(vae: torch.nn.Module, latents: torch.Tensor,
+                         options: DecodeOptions | None = None, *,
                          decode_kwargs: dict | None = None,
                          progress: Callable[[int, int], None] | None = None,
                          on_retry: Callable[[str], None] | None = None,
-                         split: WorkSplit | None = None) -> Iterator[torch.Tensor]:
+                         split: WorkSplit | None = None,
+                         **shortcuts: Any) -> Iterator[torch.Tensor]:
     """:func:`vidmem.decode_latents` (uint8 chunks) that survives out-of-memory errors.
+
+    ``options`` (a :class:`~vidmem.decode.options.DecodeOptions`) and the keyword shortcuts
+    (``chunk_frames=``, ``tile_size=``, ...) are those of :func:`vidmem.decode_latents`; each
+    retry decodes with a smaller copy of them.
 
     On an allocation failure the current chunk is retried with the next smaller plan (see the
     module docstring); ``on_retry(message)`` is told each time (default: a log warning). When the
@@ -79,19 +83,24 @@ def decode_with_fallback(vae: torch.nn.Module, latents: torch.Tensor, *,
     ``split`` (a decode shared by several processes): an allocation failure on any process is
     reported to all of them as the same error, so all retry with the same smaller plan.
     """
-    options: dict[str, Any] = dict(chunk_frames=chunk_frames, overlap_frames=overlap_frames,
-                                   tile_size=tile_size, tile_overlap=tile_overlap,
-                                   whole_clip_norm=whole_clip_norm)
+    options = DecodeOptions.build(options, **shortcuts)
     adapter = adapter_for(vae, decode_kwargs)
     delivered = 0
     notify = on_retry or (lambda msg: log.warning("%s", msg))
+
+    def planned(options: DecodeOptions) -> DecodePlan:
+        """The plan the decode of ``options`` makes (the free memory read as it reads it)."""
+        free = free_device_bytes_for(vae) if options.tile_size is None else None
+        return plan_decode(vae, latents, options, decode_kwargs=decode_kwargs,
+                           free_device_bytes=free)
+
     while True:
-        plan = plan_decode(vae, latents, decode_kwargs=decode_kwargs, **options)
+        plan = planned(options)
         produced = 0
         report = (lambda done, total: progress(max(done, delivered), total)) if progress else None
         try:
-            for chunk in decode_latents(vae, latents, output_type="uint8", split=split,
-                                        decode_kwargs=decode_kwargs, progress=report, **options):
+            for chunk in decode_latents(vae, latents, options, output_type="uint8", split=split,
+                                        decode_kwargs=decode_kwargs, progress=report):
                 n = chunk.shape[0]
                 skip = min(n, max(0, delivered - produced))
                 produced += n
@@ -109,7 +118,8 @@ def decode_with_fallback(vae: torch.nn.Module, latents: torch.Tensor, *,
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        smaller = smaller_options(plan, adapter.spatial_factor, adapter.time_map.factor,
+        assert plan.facts is not None
+        smaller = smaller_options(plan, plan.facts.spatial_factor, plan.facts.time_map.factor,
                                   adapter.min_tile_latent, options)
         if smaller is None:
             raise torch.OutOfMemoryError(
@@ -118,4 +128,4 @@ def decode_with_fallback(vae: torch.nn.Module, latents: torch.Tensor, *,
                 f"device")
         options = smaller
         notify(f"out of memory at frame {delivered} ({error}); retrying with "
-               f"{plan_decode(vae, latents, decode_kwargs=decode_kwargs, **options).summary()}")
+               f"{planned(options).summary()}")

@@ -13,12 +13,13 @@ import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Literal, Protocol
+from typing import Any, Callable, Iterator, Literal, Protocol
 
 import torch
 
 from ..errors import InvalidInput, InvalidInputType, InvalidOptions
 from .. import allocator
+from ..errors import InvalidInput, InvalidInputType, InvalidOptions
 from ..io.frames import vae_pixels_to_uint8_
 from ..io.staging import HostStager
 from ..memory import release_host_memory
@@ -26,8 +27,9 @@ from .blend import blend_shape, crossfade, tile_mask
 from .conv_workspace import BoundedConvWorkspace, configured_max_bytes
 from .clip_norm import ClipNormStats, Schedule, StopDecode, stages, stop_after
 from .families import FamilyAdapter, adapter_for
-from .families.generic import GenericAdapter
+from .families.base import ClipFacts, DecodeRun
 from .geometry import Tile, Window, plan_tiles, plan_windows
+from .options import DecodeOptions
 
 log = logging.getLogger("vidmem")
 
@@ -61,6 +63,10 @@ class DecodePlan:
     #: GroupNorms normalize with the whole clip's statistics, gathered by statistics passes
     #: first (``"estimate"``: one pass; ``"exact"``: one per norm); ``None``: not used.
     clip_norm: Schedule | None = None
+    #: what the family adapter knows about this clip (its time map and layout, probed factors,
+    #: whole-clip statistics on or off; a family's subclass adds its own, such as CogVideoX's
+    #: odd first batch): the executor gives them to the adapter, which keeps no per-clip state.
+    facts: ClipFacts | None = field(default=None, repr=False)
 
     @property
     def chunk_frames(self) -> list[int]:
@@ -147,42 +153,61 @@ def _vae_device_dtype(vae: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
     return device, dtype
 
 
-def _auto_tile_pixels(adapter: FamilyAdapter, height: int, width: int,
-                      device: torch.device, dtype: torch.dtype) -> int | None:
+def _auto_tile_pixels(facts: ClipFacts, min_tile_latent: int, height: int, width: int,
+                      device: torch.device, dtype: torch.dtype,
+                      free_device_bytes: int | None) -> int | None:
     """Pick a tile edge (pixels) so one tile's decode fits; ``None`` when no tiling is needed.
 
-    On CUDA: assume the decoder's widest full-resolution activation costs about
-    ``ACT_BYTES_PER_PIXEL`` bytes per output pixel and frame (a 128-channel feature map, with a
-    factor of 4 for the conv workspace and temporaries), and let one latent frame's worth of a tile
-    use at most half of the currently free device memory.
+    On CUDA, given the device's free memory: assume the decoder's widest full-resolution
+    activation costs about ``ACT_BYTES_PER_PIXEL`` bytes per output pixel and frame (a 128-channel
+    feature map, with a factor of 4 for the conv workspace and temporaries), and let one latent
+    frame's worth of a tile use at most half of ``free_device_bytes``. Elsewhere (or on CUDA
+    without a reading of free memory): frames above :data:`CPU_UNTILED_MAX_PIXELS` are tiled.
+    Pure arithmetic: the reading is the executor's (:func:`free_device_bytes_for`).
     """
-    if device.type == "cuda":
+    if device.type == "cuda" and free_device_bytes is not None:
         act_bytes_per_pixel = 128 * 4 * torch.finfo(dtype).bits // 8
-        free, _ = torch.cuda.mem_get_info(device)
-        frames_per_piece = max(1, adapter.time_map.factor)
-        max_pixels = (free // 2) // (act_bytes_per_pixel * frames_per_piece)
+        frames_per_piece = max(1, facts.time_map.factor)
+        max_pixels = (free_device_bytes // 2) // (act_bytes_per_pixel * frames_per_piece)
     else:
         max_pixels = CPU_UNTILED_MAX_PIXELS
     if height * width <= max_pixels:
         return None
-    return max(adapter.min_tile_latent * adapter.spatial_factor, int(math.sqrt(max_pixels)))
+    return max(min_tile_latent * facts.spatial_factor, int(math.sqrt(max_pixels)))
 
 
-def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: int | None = None,
-                overlap_frames: int | None = None, tile_size: int | None = None,
-                tile_overlap: int | None = None, decode_kwargs: dict | None = None,
-                whole_clip_norm: bool | Schedule | None = None,
-                adapter: FamilyAdapter | None = None) -> DecodePlan:
+def free_device_bytes_for(vae: torch.nn.Module) -> int | None:
+    """The free memory of the CUDA device ``vae`` decodes on, now (``None`` elsewhere): what the
+    executor reads and gives :func:`plan_decode` to size the automatic tile."""
+    device, _ = _vae_device_dtype(vae)
+    if device.type != "cuda":
+        return None
+    free, _total = torch.cuda.mem_get_info(device)
+    return int(free)
+
+
+def plan_decode(vae: torch.nn.Module, latents: torch.Tensor,
+                options: DecodeOptions | None = None, *, decode_kwargs: dict | None = None,
+                adapter: FamilyAdapter | None = None, free_device_bytes: int | None = None,
+                **shortcuts: Any) -> DecodePlan:
     """Validate the options against the latents and the VAE, and return the decode plan.
 
-    All sizes are in pixels / pixel frames and are rounded down to whole latent units:
+    A pure planner: it changes nothing (not the adapter, not the VAE) and reads no device state
+    (the executor passes ``free_device_bytes``), so the same inputs always give the same plan,
+    whoever asks: the decode, the out-of-memory fallback, the offload simulator.
+
+    ``options`` (a :class:`~vidmem.decode.options.DecodeOptions`; default: all defaults) with
+    the keyword shortcuts ``chunk_frames=``, ``overlap_frames=``, ``tile_size=``,
+    ``tile_overlap=``, ``whole_clip_norm=`` applied over it (see
+    :meth:`DecodeOptions.build`). All sizes are in pixels / pixel frames and are rounded down to
+    whole latent units:
     ``chunk_frames`` new frames per chunk, ``overlap_frames`` frames of context re-decoded by each
     window of a non-causal family (ignored by cache-carrying families, which need none; at most
     the larger of ``chunk_frames - 1`` and the family's default context),
     ``tile_size``/``tile_overlap`` the spatial tile edge and the least overlap (``tile_size=0``
-    disables spatial tiling; ``None`` chooses from the frame size and free device memory; the
-    overlap defaults to 64 px, or a quarter of a smaller tile). Tiles are decoded at the
-    requested size; the frame's remainder goes into the overlaps.
+    disables spatial tiling; ``None`` chooses from the frame size and, on CUDA,
+    ``free_device_bytes``; the overlap defaults to 64 px, or a quarter of a smaller tile). Tiles
+    are decoded at the requested size; the frame's remainder goes into the overlaps.
     ``decode_kwargs`` are the extra arguments of the VAE's ``decode`` (they can change the plan:
     LTX-2's ``causal=True`` makes its decode exactly streamable).
     ``whole_clip_norm``: for decoders whose GroupNorms normalize over the whole clip
@@ -193,39 +218,38 @@ def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: in
     one statistics pass per norm (equals the full decode to float rounding, about 8x the decode
     time for HunyuanVideo); ``False``: cross-faded windows with per-window statistics. ``None``:
     the family's default (``"estimate"`` for HunyuanVideo).
+
+    The clip's own facts (its time map and layout, factors a generic VAE is probed for, whether
+    whole-clip statistics are used) are in the plan's ``facts``: the executor hands them to the
+    adapter, which keeps no state of its own about the clip.
     """
+    options = DecodeOptions.build(options, **shortcuts)
+    chunk_frames, overlap_frames = options.chunk_frames, options.overlap_frames
+    tile_size, tile_overlap = options.tile_size, options.tile_overlap
+    whole_clip_norm = options.whole_clip_norm
     adapter = adapter or adapter_for(vae, decode_kwargs)
-    if whole_clip_norm not in (None, True, False, "estimate", "exact"):
-        raise InvalidOptions(f"whole_clip_norm must be True, False, 'estimate', 'exact' or None; got "
-                         f"{whole_clip_norm!r}")
+    clip_norm = adapter.clip_norm_default
     if whole_clip_norm is not None:
         if whole_clip_norm and not adapter.supports_clip_norm:
             raise InvalidOptions(f"whole_clip_norm is for decoders whose GroupNorms span the clip "
-                             f"(HunyuanVideo); the {adapter.name} VAE has none to gather")
-        adapter.clip_norm = bool(whole_clip_norm)
+                                 f"(HunyuanVideo); the {adapter.name} VAE has none to gather")
+        clip_norm = bool(whole_clip_norm)
+    clip_norm = clip_norm and adapter.supports_clip_norm
     schedule: Schedule | None = None
-    if adapter.clip_norm and adapter.supports_clip_norm:
+    if clip_norm:
         schedule = "exact" if whole_clip_norm == "exact" else "estimate"
     z = adapter.to_canonical(latents)
-    if isinstance(adapter, GenericAdapter):
-        adapter.probe(z)
+    facts = adapter.clip_facts(latents, clip_norm)
     if not z.is_floating_point():
         raise InvalidInputType(f"latents must be a float tensor, got {z.dtype}")
     _, _, t_lat, h_lat, w_lat = z.shape
     if t_lat < 1 or h_lat < 1 or w_lat < 1:
         raise InvalidInput(f"latents have an empty dimension: shape {tuple(latents.shape)}")
-    tm, sf = adapter.time_map, adapter.spatial_factor
+    tm, sf = facts.time_map, facts.spatial_factor
     height, width = h_lat * sf, w_lat * sf
 
-    for name, value in (("chunk_frames", chunk_frames), ("overlap_frames", overlap_frames),
-                        ("tile_size", tile_size), ("tile_overlap", tile_overlap)):
-        if value is not None and (not isinstance(value, int) or value < 0):
-            raise InvalidOptions(f"{name} must be a non-negative integer, got {value!r}")
-    if chunk_frames == 0:
-        raise InvalidOptions("chunk_frames must be at least 1 pixel frame")
-
     chunk_latents = max(1, (chunk_frames or DEFAULT_CHUNK_FRAMES) // tm.factor)
-    if adapter.streaming == "window":
+    if facts.streaming == "window":
         # A fresh causal window gives its first latent a single (image) frame, so c latents of
         # context yield factor*(c-1)+1 frames before the new ones; plain decoders, and causal ones
         # whose windows continue the clip's frame rule (LTX), yield factor*c.
@@ -260,7 +284,8 @@ def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: in
 
     device, dtype = _vae_device_dtype(vae)
     if tile_size is None:
-        tile_px = _auto_tile_pixels(adapter, height, width, device, dtype)
+        tile_px = _auto_tile_pixels(facts, adapter.min_tile_latent, height, width, device, dtype,
+                                    free_device_bytes)
     else:
         tile_px = tile_size or None
     tile_latent = None
@@ -277,17 +302,18 @@ def plan_decode(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: in
         overlap_latent = overlap_px // sf
         if overlap_latent >= tile_latent:
             raise InvalidOptions(f"tile_overlap ({overlap_px}px) must be smaller than tile_size "
-                             f"({tile_px}px)")
+                                 f"({tile_px}px)")
         if tile_latent >= max(h_lat, w_lat):
             tile_latent, overlap_latent = None, 0  # one tile covers the frame: no tiling needed
     tiles = plan_tiles(h_lat, w_lat, sf, tile_latent, overlap_latent)
-    cache = adapter.streaming == "cache"
+    cache = facts.streaming == "cache"
     windows = plan_windows(t_lat, tm, chunk_latents, context, carries_cache=cache,
                            spans=adapter.chunk_spans(t_lat, chunk_latents) if cache else None,
                            continued=adapter.continues_windows)
-    return DecodePlan(adapter.name, adapter.streaming, tuple(latents.shape), tm.pixel_frames(t_lat),
-                      height, width, chunk_latents, context, blend, tile_latent, overlap_latent,
-                      windows, tiles, clip_norm=schedule)
+    return DecodePlan(adapter.name, facts.streaming, tuple(latents.shape),
+                      tm.pixel_frames(t_lat), height, width, chunk_latents, context, blend,
+                      tile_latent, overlap_latent, windows, tiles, clip_norm=schedule,
+                      facts=facts)
 
 
 def _decode_pieces(adapter: FamilyAdapter, z: torch.Tensor, window: Window, tiles: list[Tile],
@@ -364,7 +390,8 @@ def _decode_window(adapter: FamilyAdapter, z: torch.Tensor, window: Window, tile
 
 
 def _gather_clip_statistics(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan,
-                            device: torch.device, dtype: torch.dtype) -> list[ClipNormStats]:
+                            run: DecodeRun, device: torch.device, dtype: torch.dtype
+                            ) -> list[ClipNormStats]:
     """The statistics passes of a whole-clip-statistics decode (outputs dropped): one over every
     chunk and tile collecting all norms, then, for the ``"exact"`` schedule, one per later norm.
 
@@ -377,7 +404,7 @@ def _gather_clip_statistics(adapter: FamilyAdapter, z: torch.Tensor, plan: Decod
     stats = [ClipNormStats(adapter.clip_norm_modules()) for _ in plan.tiles]
 
     def statistics_pass(only: list[torch.nn.Module] | None) -> None:
-        states = [adapter.new_state() for _ in plan.tiles]
+        states = [adapter.new_state(run) for _ in plan.tiles]
         for window in plan.windows:
             for _, piece in _decode_pieces(adapter, z, window, plan.tiles, states, device, dtype,
                                            stats, collect=True, only=only):
@@ -392,13 +419,18 @@ def _gather_clip_statistics(adapter: FamilyAdapter, z: torch.Tensor, plan: Decod
     return stats
 
 
-def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames: int | None = None,
-                   overlap_frames: int | None = None, tile_size: int | None = None,
-                   tile_overlap: int | None = None, output_type: OutputType = "uint8",
+def decode_latents(vae: torch.nn.Module, latents: torch.Tensor,
+                   options: DecodeOptions | None = None, *, output_type: OutputType = "uint8",
                    progress: Callable[[int, int], None] | None = None,
                    decode_kwargs: dict | None = None, split: WorkSplit | None = None,
-                   whole_clip_norm: bool | Schedule | None = None) -> Iterator:
+                   **shortcuts: Any) -> Iterator:
     """Decode ``latents`` (exactly what ``vae.decode`` takes) as an iterator of chunks, in order.
+
+    ``options``: a :class:`~vidmem.decode.options.DecodeOptions`, with the keyword shortcuts
+    ``chunk_frames=``, ``overlap_frames=``, ``tile_size=``, ``tile_overlap=``,
+    ``whole_clip_norm=`` over it (see :func:`plan_decode` for what they mean). This is the
+    executor: it reads the device's free memory now (for an automatic tile size) and gives it to
+    the planner, which reads none itself.
 
     ``output_type="pt"``: float32 chunks in the layout of ``vae.decode(latents).sample``;
     concatenating them along the VAE's time axis reproduces the full decode (exactly for
@@ -418,10 +450,10 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *, chunk_frames:
     """
     if output_type not in ("uint8", "pt"):
         raise InvalidOptions(f"output_type must be 'uint8' or 'pt', got {output_type!r}")
+    options = DecodeOptions.build(options, **shortcuts)
     adapter = adapter_for(vae, decode_kwargs)
-    plan = plan_decode(vae, latents, chunk_frames=chunk_frames, overlap_frames=overlap_frames,
-                       tile_size=tile_size, tile_overlap=tile_overlap,
-                       whole_clip_norm=whole_clip_norm, adapter=adapter)
+    free = free_device_bytes_for(vae) if options.tile_size is None else None
+    plan = plan_decode(vae, latents, options, adapter=adapter, free_device_bytes=free)
     z = adapter.to_canonical(latents)
     if z.device.type != "meta" and not bool(torch.isfinite(z).all()):
         bad = int(z.numel() - torch.isfinite(z).sum())
@@ -451,23 +483,31 @@ def device_chunks(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan,
     ``conv_workspace``: cap (bytes) on the column buffer of CPU ``slow_conv3d`` calls
     (:class:`~vidmem.decode.conv_workspace.BoundedConvWorkspace`; ``None``: torch's own calls).
 
+    The clip's facts come from ``plan.facts``, never from ``adapter`` (which may be another
+    instance than the planner's: the memory simulator makes its own), so any adapter of the
+    VAE executes the plan the same way.
+
     Separate from the host transfer so the memory simulator (``vidmem.offload.stages``) runs
     exactly this code on fake tensors."""
     device, dtype = _vae_device_dtype(adapter.vae)
+    facts = plan.facts
+    if facts is None:
+        raise ValueError("this DecodePlan has no clip facts; make plans with plan_decode")
+    run = adapter.begin_decode(facts)
     shape = blend_shape(plan.tiles)
     masks = ([tile_mask(t, shape=shape).to(device) for t in plan.tiles] if len(plan.tiles) > 1
              else [])
     if stats is None and plan.clip_norm:
         with BoundedConvWorkspace(conv_workspace) if conv_workspace else contextlib.nullcontext():
-            stats = _gather_clip_statistics(adapter, z, plan, device, dtype)
-    states = [adapter.new_state() for _ in plan.tiles]
+            stats = _gather_clip_statistics(adapter, z, plan, run, device, dtype)
+    states = [adapter.new_state(run) for _ in plan.tiles]
     count = len(plan.windows) if windows is None else len(windows)
 
     def window_pixels(k: int) -> torch.Tensor | None:
         """Window ``k``, all tiles blended and clamped (``None``: another process blends it)."""
         nonlocal states
-        if adapter.streaming == "window":
-            states = [adapter.new_state() for _ in plan.tiles]
+        if plan.streaming == "window":
+            states = [adapter.new_state(run) for _ in plan.tiles]
         tiles_split = split if split is not None and split.mode == "tiles" else None
         # The mode is entered per window: never left active across a yield.
         with BoundedConvWorkspace(conv_workspace) if conv_workspace else contextlib.nullcontext():
@@ -506,7 +546,7 @@ def device_chunks(adapter: FamilyAdapter, z: torch.Tensor, plan: DecodePlan,
         # uint8 on the device, in place: the float chunk is ours and not needed afterwards (a
         # cross-fade tail, if any, lies outside this view).
         chunk = (vae_pixels_to_uint8_(out) if output_type == "uint8"
-                 else adapter.from_canonical(out))
+                 else adapter.from_canonical(out, facts))
         del out
         yield frames, chunk
         del chunk  # the consumer has it; do not keep it alive while decoding the next

@@ -34,11 +34,16 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from .plan import OffloadPlan, find_block_list, module_tensors, offload_sequence
+from ..errors import InvalidOptions
+from .fp8 import apply_fp8_storage
+from .introspect import find_block_list, module_tensors, offload_sequence
+
+if TYPE_CHECKING:  # the plan is data this module reads; it imports this one to apply itself
+    from .plan import OffloadPlan
 
 log = logging.getLogger("vidmem")
 _warned_no_device = False
@@ -260,7 +265,7 @@ def apply_plan(pipe: Any, plan: OffloadPlan, *, simulate: bool = False,
     global _warned_no_device
     if getattr(pipe, "hf_device_map", None):
         if not reset_device_map:
-            raise ValueError("this pipeline was loaded with a device_map (pipe.hf_device_map is "
+            raise InvalidOptions("this pipeline was loaded with a device_map (pipe.hf_device_map is "
                              "set); call pipe.reset_device_map() first, or pass "
                              "reset_device_map=True")
         pipe.reset_device_map()
@@ -285,8 +290,6 @@ def apply_plan(pipe: Any, plan: OffloadPlan, *, simulate: bool = False,
     for c in plan.components:
         module = modules[c.name]
         if c.fp8:
-            from .fp8 import apply_fp8_storage
-
             apply_fp8_storage(module)
             applied._record("fp8", c.name)
         if c.strategy == "resident":

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .plan import module_tensors
+from .introspect import module_tensors
 
 STORAGE_DTYPE = torch.float8_e4m3fn
 

@@ -5,6 +5,10 @@ and a budget.
 Why a plan object: diffusers offers three manual levers (model, sequential and group offload) and
 leaves the choice to the user. A plan is pure data, computed before anything moves, so it can be
 printed, serialized, tested on a machine without CUDA, and applied separately (``apply.py``).
+This module is only that data and its arithmetic: it reads no module and no device. What is
+measured (weights, block lists, free device memory: :mod:`~vidmem.offload.introspect`) and
+simulated (activations: :mod:`~vidmem.offload.stages`) is gathered by
+:func:`vidmem.offload.planner.plan_offload`, which then runs the arithmetic here.
 
 Each component has a *stage*: the text encoder's is the prompt encoding, a denoiser's one
 denoising step as the pipeline runs it, the VAE's the streaming decode. The predicted device peak
@@ -35,16 +39,11 @@ comes from the same numbers: single-block streaming of the largest stage.
 from __future__ import annotations
 
 import json
-import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-import torch
-
-from ..errors import BudgetTooSmall, InvalidOptions
-from ..memory import format_bytes, parse_bytes
-
-log = logging.getLogger("vidmem")
+from ..errors import BudgetTooSmall
+from ..memory import format_bytes
 
 Strategy = Literal["resident", "model", "blocks"]
 
@@ -57,36 +56,6 @@ AUTO_MARGIN_MIN_BYTES = 256 << 20
 AUTO_MARGIN_FRACTION = 0.05
 #: Decode tile edges (pixels) the planner tries on CUDA, largest first, after "untiled".
 DECODE_TILE_CANDIDATES = (1024, 768, 512, 384, 256, 192, 128)
-
-
-def module_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
-    """A module's parameters and buffers: what it holds on a device."""
-    return list(module.parameters()) + list(module.buffers())
-
-
-def module_bytes(module: torch.nn.Module) -> int:
-    """Bytes of a module's parameters and buffers (shared tensors counted once)."""
-    seen: set[int] = set()
-    total = 0
-    for t in module_tensors(module):
-        key = t.data_ptr() if t.device.type != "meta" else id(t)
-        if key in seen:
-            continue
-        seen.add(key)
-        total += t.numel() * t.element_size()
-    return total
-
-
-def find_block_list(module: torch.nn.Module) -> tuple[str, torch.nn.ModuleList] | None:
-    """The largest ``ModuleList`` of repeated blocks (transformer layers, encoder blocks)."""
-    best = None
-    best_bytes = 0
-    for name, child in module.named_modules():
-        if isinstance(child, torch.nn.ModuleList) and len(child) >= 2:
-            size = module_bytes(child)
-            if size > best_bytes:
-                best, best_bytes = (name, child), size
-    return best
 
 
 @dataclass
@@ -233,67 +202,6 @@ class OffloadPlan:
         return "\n".join(lines)
 
 
-def offload_sequence(pipe: Any) -> list[tuple[str, torch.nn.Module]]:
-    """The pipeline's modules in ``model_cpu_offload_seq`` order, then any others."""
-    seq = [n for n in (getattr(pipe, "model_cpu_offload_seq", None) or "").split("->") if n]
-    modules = {name: comp for name, comp in getattr(pipe, "components", {}).items()
-               if isinstance(comp, torch.nn.Module)}
-    ordered = [(n, modules[n]) for n in seq if n in modules]
-    ordered += [(n, m) for n, m in modules.items() if n not in seq]
-    return ordered
-
-
-def _is_vae(name: str, module: torch.nn.Module) -> bool:
-    return name.startswith("vae") or type(module).__name__.startswith(("Autoencoder", "VQModel"))
-
-
-def _default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def check_device(device: str | None) -> str:
-    """``None`` -> the default (cuda if available); ``cuda``, ``cuda:N`` and ``cpu`` pass;
-    anything else is refused."""
-    if device is None:
-        return _default_device()
-    text = str(device).strip().lower()
-    if text == "cpu" or text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
-        return text
-    raise InvalidOptions(f"unknown device {device!r}: use cuda, cuda:N or cpu")
-
-
-def auto_budget(device: str) -> tuple[int, str]:
-    """``budget="auto"``: the device's free memory now minus a margin
-    (:data:`AUTO_MARGIN_MIN_BYTES` or :data:`AUTO_MARGIN_FRACTION` of the total, whichever is
-    larger). Returns ``(bytes, note)``. Needs CUDA."""
-    if not device.startswith("cuda") or not torch.cuda.is_available():
-        raise InvalidOptions("budget 'auto' reads the free memory of a CUDA device, and there is none "
-                         "here; give a size such as 8GiB")
-    free, total = torch.cuda.mem_get_info(torch.device(device))
-    margin = max(AUTO_MARGIN_MIN_BYTES, int(AUTO_MARGIN_FRACTION * total))
-    budget = free - margin
-    if budget <= 0:
-        raise BudgetTooSmall(f"budget 'auto': only {format_bytes(free)} of {format_bytes(total)} is "
-                         f"free on {device}, less than the {format_bytes(margin)} margin")
-    return budget, (f"auto: {format_bytes(free)} free of {format_bytes(total)} minus "
-                    f"{format_bytes(margin)} margin")
-
-
-def _components(pipe: Any) -> list[ComponentPlan]:
-    comps = []
-    for name, module in offload_sequence(pipe):
-        size = module_bytes(module)
-        # VAEs are never block-streamed: their decode is already tiled and chunked by vidmem, and
-        # group offloading does not work well with VAE tiling (diffusers #12096).
-        found = None if _is_vae(name, module) else find_block_list(module)
-        blocks = len(found[1]) if found else 0
-        block_bytes = max((module_bytes(b) for b in found[1]), default=0) if found else 0
-        leftover = size - (module_bytes(found[1]) if found else size)
-        comps.append(ComponentPlan(name, size, "resident", blocks, block_bytes,
-                                   leftover_bytes=leftover if found else size))
-    return comps
-
-
 class _Budget:
     """The arithmetic of one assignment (module docstring)."""
 
@@ -374,179 +282,79 @@ class _Budget:
                 c.stage_peak_bytes += nxt.device_bytes
 
 
-def _simulation_target(device: str) -> str:
-    return "cpu" if device == "cpu" else "cuda"
 
 
-def _decode_candidates(pipe: Any, workload: Any) -> list[int]:
-    """Tile edges (pixels, 0 = untiled) to try for the CUDA decode, best first."""
-    from ..decode.families import adapter_for
-    from .stages import resolved_size
+# --- the arithmetic around the assignment (inputs measured by the planner) -------------------
+def components_from(sizes: list[Any]) -> list[ComponentPlan]:
+    """One ``resident`` :class:`ComponentPlan` per measured component
+    (:class:`~vidmem.offload.introspect.ComponentSizes`), to be assigned."""
+    return [ComponentPlan(s.name, s.weights_bytes, "resident", s.blocks, s.block_bytes,
+                          leftover_bytes=s.leftover_bytes) for s in sizes]
 
-    _, height, width = resolved_size(pipe, workload)
-    if not isinstance(height, int) or not isinstance(width, int):
-        return [0]
-    adapter = adapter_for(pipe.vae)
-    smallest = adapter.min_tile_latent * adapter.spatial_factor
-    overlap = workload.tile_overlap if workload.tile_overlap is not None else 64
+
+def auto_budget_from(free: int, total: int, device: str) -> tuple[int, str]:
+    """``budget="auto"``: ``free`` device memory minus a margin (:data:`AUTO_MARGIN_MIN_BYTES` or
+    :data:`AUTO_MARGIN_FRACTION` of ``total``, whichever is larger). Returns ``(bytes, note)``."""
+    margin = max(AUTO_MARGIN_MIN_BYTES, int(AUTO_MARGIN_FRACTION * total))
+    budget = free - margin
+    if budget <= 0:
+        raise BudgetTooSmall(f"budget 'auto': only {format_bytes(free)} of {format_bytes(total)} "
+                             f"is free on {device}, less than the {format_bytes(margin)} margin")
+    return budget, (f"auto: {format_bytes(free)} free of {format_bytes(total)} minus "
+                    f"{format_bytes(margin)} margin")
+
+
+def decode_tile_candidates(height: int, width: int, smallest_tile: int,
+                           tile_overlap: int | None) -> list[int]:
+    """Tile edges (pixels, 0 = untiled) to try for a CUDA decode of ``height`` x ``width``
+    frames, best first: untiled, then each of :data:`DECODE_TILE_CANDIDATES` that is at least
+    the family's ``smallest_tile``, smaller than the frame and larger than the overlap."""
+    overlap = tile_overlap if tile_overlap is not None else 64
     tiles = [t for t in DECODE_TILE_CANDIDATES
-             if smallest <= t < max(height, width) and t > overlap]
+             if smallest_tile <= t < max(height, width) and t > overlap]
     return [0] + tiles
 
 
-def _simulate_activations(pipe: Any, comps: list[ComponentPlan], workload: Any, device: str,
-                          budget: int, overhead: int, excluded: set[str]) -> dict[str, Any]:
-    """Simulate every stage; on CUDA without a fixed tile size, choose the largest decode tile
-    whose stage fits beside the components that must stay (returns the decode description)."""
-    from .stages import decode_latents_meta, simulate_decode, simulate_pipeline_call
-
-    target = _simulation_target(device)
-    stages = simulate_pipeline_call(pipe, workload, target=target)
+def all_resident(comps: list[ComponentPlan]) -> None:
+    """The CPU plan: everything stays where it is (there is nothing to offload to); each stage
+    peak is every weight plus that stage's activations, in host memory."""
+    resident = sum(c.device_bytes for c in comps)
     for c in comps:
-        if c.name in stages:
-            c.activation_bytes = stages[c.name].activation_bytes
-            c.activation_detail = stages[c.name].detail
-    vae = getattr(pipe, "vae", None)
-    latents = decode_latents_meta(pipe, workload)
-    if vae is None or latents is None:
-        return {}
-    vae_plan = next((c for c in comps if getattr(pipe, c.name, None) is vae), None)
-    if workload.tile_size is not None or target == "cpu":
-        tiles = [workload.tile_size]
-    else:
-        tiles = _decode_candidates(pipe, workload)
-    excluded_bytes = sum(c.device_bytes for c in comps if c.name in excluded)
-    chosen = None
-    for tile in tiles:
-        stage, decode_plan = simulate_decode(
-            vae, latents, target=target, chunk_frames=workload.chunk_frames, tile_size=tile,
-            tile_overlap=workload.tile_overlap, overlap_frames=workload.overlap_frames)
-        chosen = (tile, stage, decode_plan)
-        vae_bytes = vae_plan.device_bytes if vae_plan is not None else 0
-        if overhead + excluded_bytes + vae_bytes + stage.activation_bytes <= budget:
-            break
-    assert chosen is not None
-    tile, stage, decode_plan = chosen
-    if vae_plan is not None:
-        pipeline_call = vae_plan.activation_bytes  # an image-to-video encode, if any
-        if stage.activation_bytes >= pipeline_call:
-            vae_plan.activation_bytes = stage.activation_bytes
-            vae_plan.activation_detail = stage.detail
-    from ..decode.families import adapter_for
-
-    sf = adapter_for(vae).spatial_factor
-    return {"summary": decode_plan.summary(), "frames": decode_plan.frames,
-            "height": decode_plan.height, "width": decode_plan.width,
-            "chunk_latents": decode_plan.chunk_latents, "tile_latent": decode_plan.tile_latent,
-            "tiles": len(decode_plan.tiles),
-            "tile_size": decode_plan.tile_latent * sf if decode_plan.tile_latent else 0,
-            "activation_bytes": stage.activation_bytes}
+        c.strategy = "resident"
+        c.stage_peak_bytes = resident + c.activation_bytes
 
 
-def plan_offload(pipe: Any, budget: int | str, *, device: str | None = None,
-                 reserve: int | str | None = None, num_frames: int | None = None,
-                 height: int | None = None, width: int | None = None, workload: Any = None,
-                 allow_fp8: bool = False,
-                 activations_from: OffloadPlan | None = None) -> OffloadPlan:
-    """Decide a strategy per component so that each stage's predicted peak fits ``budget``.
-
-    ``budget``: bytes, a size string (``"8GiB"``) or ``"auto"`` (free CUDA memory minus a margin).
-    The stages are simulated for a render of ``num_frames`` x ``height`` x ``width`` (or a
-    :class:`~vidmem.offload.stages.Workload`; the pipeline's own defaults where not given);
-    ``reserve`` replaces the simulated activations (and the CUDA overhead) with one number per
-    stage. ``allow_fp8``: a component may be stored in float8 when that avoids streaming its
-    blocks. See the module docstring for the arithmetic and the choice rule.
-    ``activations_from``: reuse another plan's simulated activations and decode (the same
-    pipeline, workload and device), e.g. to sweep budgets without simulating again.
-
-    Raises ``ValueError`` naming the smallest workable budget when even single-block streaming
-    does not fit. On ``device="cpu"`` (no accelerator) everything is ``resident``: there is
-    nothing to offload to; the stage peaks are then host memory.
-    """
-    from .simulate import CUDA_CONTEXT_BYTES, KERNEL_WORKSPACE_BYTES
-    from .stages import Workload
-
-    device = check_device(device)
-    note = ""
-    if isinstance(budget, str) and budget.strip().lower() == "auto":
-        budget_bytes, note = auto_budget(device)
-        overhead = KERNEL_WORKSPACE_BYTES  # the context is already outside the free memory
-    else:
-        budget_bytes = parse_bytes(budget)
-        overhead = 0 if device == "cpu" else CUDA_CONTEXT_BYTES + KERNEL_WORKSPACE_BYTES
-    if workload is None:
-        workload = Workload(num_frames, height, width)
-    elif any(v is not None for v in (num_frames, height, width)):
-        workload = replace(workload, num_frames=num_frames or workload.num_frames,
-                           height=height or workload.height, width=width or workload.width)
-    excluded = set(getattr(pipe, "_exclude_from_cpu_offload", []) or [])
-    comps = _components(pipe)
-    plan = OffloadPlan(device, budget_bytes, None, comps, budget_note=note,
-                       workload=workload.describe())
-    if activations_from is not None and reserve is None:
-        previous = {c.name: c for c in activations_from.components}
-        for c in comps:
-            if c.name in previous:
-                c.activation_bytes = previous[c.name].activation_bytes
-                c.activation_detail = previous[c.name].activation_detail
-        plan.activation_source = activations_from.activation_source
-        plan.workload, plan.decode = activations_from.workload, activations_from.decode
-    elif reserve is not None:
-        reserve_bytes = parse_bytes(reserve) if not (isinstance(reserve, int) and reserve == 0) \
-            else 0
-        for c in comps:
-            c.activation_bytes, c.activation_detail = reserve_bytes, "reserve"
-        plan.reserve_bytes, plan.activation_source, overhead = reserve_bytes, "reserve", 0
-    else:
-        import time
-
-        t0 = time.perf_counter()
-        try:
-            plan.decode = _simulate_activations(pipe, comps, workload, device, budget_bytes,
-                                                overhead, excluded) or None
-            plan.activation_source = "simulated"
-        except Exception as e:  # noqa: BLE001 - an unsupported pipeline still gets a plan
-            estimate = DEFAULT_RESERVE_BYTES + int(DEFAULT_RESERVE_FRACTION * budget_bytes)
-            log.warning("could not simulate %s's stages (%s: %s); using the estimate %s per "
-                        "stage", type(pipe).__name__, type(e).__name__, e,
-                        format_bytes(estimate))
-            for c in comps:
-                c.activation_bytes, c.activation_detail = estimate, "estimate"
-            plan.activation_source = f"estimated (simulation failed: {type(e).__name__})"
-        plan.simulate_seconds = time.perf_counter() - t0
-    plan.overhead_bytes = overhead
-    if device == "cpu":
-        resident = sum(c.device_bytes for c in comps)
-        for c in comps:
-            c.strategy = "resident"
-            c.stage_peak_bytes = resident + c.activation_bytes
-        plan.smallest_budget_bytes = plan.predicted_peak_bytes
-        return plan
-    arithmetic = _Budget(comps, budget_bytes, overhead, excluded)
-    plan.smallest_budget_bytes = arithmetic.smallest()
-    arithmetic.assign()
-    if allow_fp8:  # (the smallest budget stays the full-precision one: block streaming)
-        _prefer_fp8(pipe, comps, arithmetic)
-    return plan
-
-
-def _prefer_fp8(pipe: Any, comps: list[ComponentPlan], arithmetic: _Budget) -> None:
+def prefer_fp8(comps: list[ComponentPlan], arithmetic: _Budget,
+               fp8_sizes: dict[str, tuple[int, int]]) -> None:
     """Store in float8 each component that would stream its blocks, if that lets it run whole
-    (or stay resident); keep the bf16 assignment otherwise."""
-    from .fp8 import fp8_sizes
-
-    modules = dict(offload_sequence(pipe))
+    (or stay resident); keep the bf16 assignment otherwise. ``fp8_sizes``: per such component,
+    ``(stored bytes, upcast bytes)`` (:func:`vidmem.offload.fp8.fp8_sizes`)."""
     for c in sorted((c for c in comps if c.strategy == "blocks"), key=lambda c: -c.weights_bytes):
-        sizes = fp8_sizes(modules[c.name])
+        stored, upcast = fp8_sizes[c.name]
         before = [(x.strategy, x.blocks_per_group, x.stage_peak_bytes, x.prefetch) for x in comps]
-        c.fp8, c.fp8_bytes, c.fp8_upcast_bytes = True, sizes.stored_bytes, sizes.upcast_bytes
+        c.fp8, c.fp8_bytes, c.fp8_upcast_bytes = True, stored, upcast
         try:
             arithmetic.assign()
             improved = c.strategy != "blocks"
-        except ValueError:
+        except BudgetTooSmall:
             improved = False
         if not improved:
             c.fp8, c.fp8_bytes, c.fp8_upcast_bytes = False, 0, 0
             for x, (strategy, group, peak, prefetch) in zip(comps, before):
                 x.strategy, x.blocks_per_group, x.stage_peak_bytes, x.prefetch = \
                     strategy, group, peak, prefetch
+
+
+#: names that lived here before the introspection moved to :mod:`vidmem.offload.introspect`
+#: (``vidmem/cli/cmd_plan.py`` still imports ``check_device`` from here); looked up only when
+#: asked for, so importing the plan reads nothing. To be removed once no caller uses them.
+_MOVED_TO_INTROSPECT = ("check_device", "module_bytes", "module_tensors", "find_block_list",
+                        "offload_sequence")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_INTROSPECT:
+        from . import introspect
+
+        return getattr(introspect, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

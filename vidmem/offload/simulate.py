@@ -71,6 +71,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from ..errors import InvalidOptions
 from .kernel_rules import AttentionRule, KernelRules, Target
 
 CUDA_CONTEXT_BYTES = 512 << 20
@@ -164,7 +165,7 @@ class Simulation:
         from torch._subclasses.fake_tensor import FakeTensorMode
 
         if target not in ("cuda", "cpu"):
-            raise ValueError(f"target must be 'cuda' or 'cpu', got {target!r}")
+            raise InvalidOptions(f"target must be 'cuda' or 'cpu', got {target!r}")
         self.target = target
         # Fake tensors live on a fake CPU device for both targets: PyTorch builds without CUDA
         # cannot run every op on fake CUDA tensors. What differs per device is in the kernel

@@ -50,40 +50,54 @@ import copy
 import inspect
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
+from ..decode.options import DecodeOptions
+from ..errors import UnsupportedModel
+from .introspect import is_vae
 from .simulate import Simulation, SimResult, simulate_call, simulate_fn, to_fake
 
 log = logging.getLogger("vidmem")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Workload:
     """What will be rendered: the clip's size and the options that change memory.
 
     ``None`` sizes mean the pipeline's own defaults (its ``__call__`` signature). ``call_kwargs``
-    are extra pipeline arguments (e.g. ``guidance_scale``, ``max_sequence_length``); the decode
-    options are those of :func:`vidmem.decode_latents`."""
+    are extra pipeline arguments (e.g. ``guidance_scale``, ``max_sequence_length``); ``decode``
+    is the decode's :class:`~vidmem.decode.options.DecodeOptions`, the same value the render
+    decodes with, so the simulated decode is the one that will run. The keyword shortcuts
+    ``chunk_frames=``, ``tile_size=``, ``tile_overlap=``, ``overlap_frames=``,
+    ``whole_clip_norm=`` are applied over ``decode`` (as in :func:`vidmem.decode_latents`)."""
 
-    num_frames: int | None = None
-    height: int | None = None
-    width: int | None = None
-    call_kwargs: dict[str, Any] = field(default_factory=dict)
-    chunk_frames: int | None = None
-    tile_size: int | None = None
-    tile_overlap: int | None = None
-    overlap_frames: int | None = None
+    num_frames: int | None
+    height: int | None
+    width: int | None
+    call_kwargs: dict[str, Any]
+    decode: DecodeOptions
+
+    def __init__(self, num_frames: int | None = None, height: int | None = None,
+                 width: int | None = None, call_kwargs: dict[str, Any] | None = None,
+                 decode: DecodeOptions | None = None, **decode_shortcuts: Any):
+        object.__setattr__(self, "num_frames", num_frames)
+        object.__setattr__(self, "height", height)
+        object.__setattr__(self, "width", width)
+        object.__setattr__(self, "call_kwargs", dict(call_kwargs or {}))
+        object.__setattr__(self, "decode", DecodeOptions.build(decode, **decode_shortcuts))
 
     @classmethod
-    def for_call(cls, call_kwargs: dict[str, Any], **decode_options: Any) -> "Workload":
+    def for_call(cls, call_kwargs: dict[str, Any], decode: DecodeOptions | None = None,
+                 **decode_shortcuts: Any) -> "Workload":
         """The workload of a pipeline call (``num_frames``, ``height``, ``width`` and every other
-        argument of ``call_kwargs``) with the decode options of ``vidmem.decode_latents``."""
+        argument of ``call_kwargs``) decoded with ``decode`` and the keyword shortcuts of
+        :func:`vidmem.decode_latents`."""
         rest = {k: v for k, v in call_kwargs.items() if k not in ("num_frames", "height", "width")}
         return cls(call_kwargs.get("num_frames"), call_kwargs.get("height"),
-                   call_kwargs.get("width"), call_kwargs=rest, **decode_options)
+                   call_kwargs.get("width"), call_kwargs=rest, decode=decode, **decode_shortcuts)
 
     def describe(self) -> str:
         size = (f"{self.width}x{self.height}" if self.width and self.height else "default size")
@@ -285,7 +299,7 @@ def pipeline_class(pipe: Any) -> type:
     if name is not None and not isinstance(pipe, diffusers.DiffusionPipeline):
         cls = getattr(diffusers, name, None)
         if cls is None:
-            raise ValueError(f"unknown pipeline class {name!r}")
+            raise UnsupportedModel(f"unknown pipeline class {name!r}")
         return cls
     return type(pipe)
 
@@ -384,10 +398,6 @@ def call_arguments_for(sim_pipe: Any, workload: Workload,
     return call
 
 
-def _is_vae(name: str, module: Any) -> bool:
-    return name.startswith("vae") or type(module).__name__.startswith(("Autoencoder", "VQModel"))
-
-
 def _same_architecture(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     if type(a) is not type(b):
         return False
@@ -419,7 +429,7 @@ def simulate_pipeline_call(pipe: Any, workload: Workload, *, target: str = "cuda
     modules = {n: m for n, m in (getattr(pipe, "components", {}) or {}).items()
                if isinstance(m, torch.nn.Module)}
     for name, module in modules.items():
-        if name in stages or _is_vae(name, module):
+        if name in stages or is_vae(name, module):
             continue
         twin = next((s for s in stages.values() if s.name in modules
                      and _same_architecture(modules[s.name], module)), None)
@@ -463,17 +473,22 @@ def resolved_size(pipe: Any, workload: Workload) -> tuple[Any, Any, Any]:
             workload.width or default("width"))
 
 
-def simulate_decode(vae: torch.nn.Module, latents: torch.Tensor, *, target: str = "cuda",
-                    num_threads: int | None = None, chunk_frames: int | None = None,
-                    tile_size: int | None = None, tile_overlap: int | None = None,
-                    overlap_frames: int | None = None, decode_kwargs: dict | None = None,
-                    windows: int = 2) -> tuple[StagePeak, Any]:
+def simulate_decode(vae: torch.nn.Module, latents: torch.Tensor,
+                    options: DecodeOptions | None = None, *, target: str = "cuda",
+                    num_threads: int | None = None, decode_kwargs: dict | None = None,
+                    windows: int = 2, **decode_shortcuts: Any) -> tuple[StagePeak, Any]:
     """The streaming decode's device peak above the VAE's weights: the first ``windows``
     temporal chunks of :func:`vidmem.decode.stream.device_chunks` on fake tensors, plus the
     full latents (they stay on the device). Returns ``(stage, decode plan)``.
 
+    ``options`` / ``decode_shortcuts`` as in :func:`vidmem.decode_latents`. The plan is made by
+    :func:`vidmem.decode.plan_decode` exactly as for the real decode, and executed by a separate
+    adapter on fake tensors: the clip's facts travel in the plan, so that adapter decodes the
+    clip as the real one will (CogVideoX's frame batches, an image VAE's layout).
+
     ``tile_size=None`` means what :func:`vidmem.decode.plan_decode` chooses for a VAE that is not
-    on a CUDA device (the planner passes an explicit size for CUDA targets)."""
+    on a CUDA device (no free-memory reading is given; the planner passes an explicit size for
+    CUDA targets)."""
     from ..decode import plan_decode
     from ..decode.families import adapter_for
     from ..decode.stream import device_chunks
@@ -484,8 +499,8 @@ def simulate_decode(vae: torch.nn.Module, latents: torch.Tensor, *, target: str 
         # not change memory
         decode_kwargs.setdefault("temb", torch.tensor([0.05]))
     adapter = adapter_for(vae, decode_kwargs)
-    plan = plan_decode(vae, latents, chunk_frames=chunk_frames, overlap_frames=overlap_frames,
-                       tile_size=tile_size, tile_overlap=tile_overlap, adapter=adapter)
+    plan = plan_decode(vae, latents, DecodeOptions.build(options, **decode_shortcuts),
+                       adapter=adapter)
     z_meta = adapter.to_canonical(latents)
     latent_bytes = z_meta.numel() * torch.finfo(torch.float32).bits // 8
 
@@ -531,11 +546,11 @@ def simulate_stages(pipe: Any, workload: Workload | None = None, *, target: str 
     latents = decode_latents_meta(pipe, workload)
     vae = getattr(pipe, "vae", None)
     if latents is not None and vae is not None:
-        tile = workload.tile_size if workload.tile_size is not None else decode_tile_size
-        decode, decode_plan = simulate_decode(
-            vae, latents, target=target, num_threads=num_threads,
-            chunk_frames=workload.chunk_frames, tile_size=tile,
-            tile_overlap=workload.tile_overlap, overlap_frames=workload.overlap_frames)
+        options = workload.decode
+        if options.tile_size is None and decode_tile_size is not None:
+            options = options.with_(tile_size=decode_tile_size)
+        decode, decode_plan = simulate_decode(vae, latents, options, target=target,
+                                              num_threads=num_threads)
         name = next((n for n, m in (getattr(pipe, "components", {}) or {}).items() if m is vae),
                     "vae")
         if name in stages and stages[name].activation_bytes > decode.activation_bytes:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..errors import InvalidOptions
 from .group import Group
 from .session import describe
 
@@ -55,7 +56,7 @@ def choose_degrees(world_size: int, heads: int | None, ring_degree: int | None =
     """
     for name, value in (("ring_degree", ring_degree), ("ulysses_degree", ulysses_degree)):
         if value is not None and (value < 1 or world_size % value):
-            raise ValueError(f"{name} {value} must be a divisor of the number of processes "
+            raise InvalidOptions(f"{name} {value} must be a divisor of the number of processes "
                              f"({world_size})")
     if ring_degree is None and ulysses_degree is None:
         if heads is not None and heads % world_size == 0:
@@ -64,10 +65,10 @@ def choose_degrees(world_size: int, heads: int | None, ring_degree: int | None =
     ring = ring_degree if ring_degree is not None else world_size // ulysses_degree
     ulysses = ulysses_degree if ulysses_degree is not None else world_size // ring
     if ring * ulysses != world_size:
-        raise ValueError(f"ring_degree x ulysses_degree ({ring} x {ulysses}) must equal the "
+        raise InvalidOptions(f"ring_degree x ulysses_degree ({ring} x {ulysses}) must equal the "
                          f"number of processes ({world_size})")
     if heads is not None and heads % ulysses:
-        raise ValueError(f"ulysses_degree {ulysses} must divide the transformer's {heads} "
+        raise InvalidOptions(f"ulysses_degree {ulysses} must divide the transformer's {heads} "
                          f"attention heads")
     return ring, ulysses
 

@@ -16,7 +16,7 @@ import torch
 
 from ..checkpoint import capture_rng
 from ..decode import plan_decode
-from ..decode.families import adapter_for
+from ..decode.stream import free_device_bytes_for
 from .session import SplitSession
 
 
@@ -34,8 +34,9 @@ def share_decode_input(session: SplitSession, vae: torch.nn.Module, latents: tor
     if session.is_writer:
         tile_size = options.get("tile_size")
         if tile_size is None:  # automatic: resolve it here, where the plan is made
-            plan = plan_decode(vae, latents, decode_kwargs=decode_kwargs, **options)
-            tile_size = (plan.tile_latent * adapter_for(vae, decode_kwargs).spatial_factor
+            plan = plan_decode(vae, latents, decode_kwargs=decode_kwargs,
+                               free_device_bytes=free_device_bytes_for(vae), **options)
+            tile_size = (plan.tile_latent * plan.facts.spatial_factor
                          if plan.tile_latent else 0)
         payload = {"latents": _to_cpu(latents),
                    "decode_kwargs": {k: _to_cpu(v) for k, v in (decode_kwargs or {}).items()},

@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 
 from ..decode.stream import DecodePlan
+from ..errors import InvalidOptions
 from .session import (GroupBroken, RankFailed, SplitSession, already_agreed,
                       describe_transport)
 
@@ -61,14 +62,14 @@ def choose_mode(plan: DecodePlan, by: SplitBy, size: int = 2) -> Literal["tiles"
     """
     if by == "windows":
         if plan.streaming != "window":
-            raise ValueError(f"the {plan.family} VAE carries its causal cache from chunk to chunk "
+            raise InvalidOptions(f"the {plan.family} VAE carries its causal cache from chunk to chunk "
                              f"({plan.streaming} streaming): its windows depend on each other and "
                              f"cannot be split; split by tiles")
         return "windows"
     if by == "tiles":
         return "tiles"
     if by != "auto":
-        raise ValueError(f"split_by must be 'auto', 'tiles' or 'windows', got {by!r}")
+        raise InvalidOptions(f"split_by must be 'auto', 'tiles' or 'windows', got {by!r}")
     if plan.streaming != "window" or len(plan.windows) < 2:
         return "tiles"
 
@@ -107,7 +108,7 @@ class DecodeSplit:
         self.items_done = 0
         fingerprints = self.session.agree(plan_fingerprint(plan))
         if any(f != fingerprints[0] for f in fingerprints[1:]):
-            raise ValueError("the ranks planned different decodes (different latents, VAE or "
+            raise InvalidOptions("the ranks planned different decodes (different latents, VAE or "
                              "tiling options); every rank must decode the same latents with the "
                              "same options")
         self.mode = choose_mode(plan, self.by, self.session.size)

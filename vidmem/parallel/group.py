@@ -17,6 +17,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..errors import InvalidOptions
+
 #: Default collective timeout of a split job started by the CLI: long enough for one chunk's
 #: decode on a slow device, short enough that a hung rank does not block the others for hours.
 SPLIT_TIMEOUT_S = 1800.0
@@ -77,7 +79,7 @@ def resolve_group(process_group: Any = None) -> Group | None:
     size = dist.get_world_size(pg)
     rank = dist.get_rank(pg)
     if rank < 0:
-        raise ValueError("this process is not a member of the process_group it was given")
+        raise InvalidOptions("this process is not a member of the process_group it was given")
     if size <= 1:
         return None
     return Group(pg=pg, rank=rank, size=size, backend=str(dist.get_backend(pg)))

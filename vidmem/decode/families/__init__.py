@@ -9,8 +9,8 @@ import logging
 
 import torch
 
-from ...errors import UnsupportedModel
-from .base import FamilyAdapter
+from ...errors import InvalidInputType
+from .base import ClipFacts, DecodeRun, FamilyAdapter
 from .cogvideox import CogVideoXAdapter
 from .generic import GenericAdapter
 from .hunyuan import HunyuanVideoAdapter
@@ -54,4 +54,4 @@ def adapter_for(vae: torch.nn.Module, decode_kwargs: dict | None = None) -> Fami
                         "windows (approximate at window seams). Supported: %s",
                         name, ", ".join(supported_vaes()))
         return GenericAdapter(vae, decode_kwargs)
-    raise UnsupportedModel(f"{type(vae).__name__} has no decode method; pass the pipeline's VAE")
+    raise InvalidInputType(f"{type(vae).__name__} has no decode method; pass the pipeline's VAE")

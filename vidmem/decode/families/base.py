@@ -13,6 +13,7 @@ Canonical layouts used between engine and adapter:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -21,6 +22,44 @@ from ...errors import InvalidInput
 from ..geometry import Span, TimeMap, split_even
 
 Streaming = Literal["cache", "window"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClipFacts:
+    """What a family adapter knows about one clip, decided when the decode is planned and kept
+    in the :class:`~vidmem.decode.stream.DecodePlan` (``plan.facts``).
+
+    Why here and not on the adapter: an adapter is made for a VAE, not for a clip. Facts that
+    depend on the clip (the latents' layout and length, the whole-clip statistics choice, factors
+    learned by probing) used to be set on the adapter as a side effect of planning, so anything
+    that executed a plan with another adapter instance (the offload simulator builds its own)
+    could decode with the wrong facts. Families with more facts subclass this.
+    """
+
+    #: how latent frames map to pixel frames for this clip.
+    time_map: TimeMap
+    #: pixels per latent pixel.
+    spatial_factor: int
+    #: ``"cache"`` or ``"window"`` streaming for this clip (HunyuanVideo: by ``clip_norm``).
+    streaming: Streaming
+    #: decode with whole-clip GroupNorm statistics (families that support it).
+    clip_norm: bool = False
+    #: index of the time axis in the native decode output (for concatenating ``"pt"`` chunks).
+    native_time_axis: int = 2
+
+
+@dataclass
+class DecodeRun:
+    """One execution of a decode plan: the plan's facts, and what an adapter keeps for the
+    length of that one decode and shares between all its tiles and windows (made by the executor,
+    :func:`vidmem.decode.stream.device_chunks`, through :meth:`FamilyAdapter.begin_decode`).
+
+    ``noise_rng``: for decoders that inject noise (LTX), the RNG state captured at the decode's
+    first piece, from which every piece draws (see :class:`.causal_cache.pinned_rng`).
+    """
+
+    facts: ClipFacts
+    noise_rng: Any = None
 
 
 class FamilyAdapter:
@@ -59,9 +98,6 @@ class FamilyAdapter:
         self.vae = vae
         #: extra arguments of the VAE's own ``decode`` (e.g. LTX's ``temb``), for every piece.
         self.decode_kwargs: dict[str, Any] = dict(decode_kwargs or {})
-        #: decode with whole-clip GroupNorm statistics (set by ``plan_decode``; families that
-        #: support it read it in ``streaming``, ``new_state`` and ``decode_piece``).
-        self.clip_norm: bool = self.clip_norm_default
 
     # --- geometry -------------------------------------------------------------------------
     @property
@@ -71,6 +107,19 @@ class FamilyAdapter:
     @property
     def spatial_factor(self) -> int:
         raise NotImplementedError
+
+    def streaming_for(self, clip_norm: bool) -> Streaming:
+        """How a clip streams when it is (or is not) decoded with whole-clip statistics."""
+        return self.streaming
+
+    # --- the facts of one clip ------------------------------------------------------------
+    def clip_facts(self, latents: torch.Tensor, clip_norm: bool) -> ClipFacts:
+        """The facts of decoding ``latents`` (the VAE's native decode input) with (or without)
+        whole-clip statistics; changes nothing on the adapter. Families whose facts depend on
+        the clip override this."""
+        return ClipFacts(time_map=self.time_map, spatial_factor=self.spatial_factor,
+                         streaming=self.streaming_for(clip_norm), clip_norm=clip_norm,
+                         native_time_axis=self.native_time_axis)
 
     # --- layouts --------------------------------------------------------------------------
     def to_canonical(self, latents: torch.Tensor) -> torch.Tensor:
@@ -82,8 +131,9 @@ class FamilyAdapter:
             )
         return latents
 
-    def from_canonical(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Canonical pixels -> the layout ``vae.decode(latents).sample`` has."""
+    def from_canonical(self, pixels: torch.Tensor, facts: ClipFacts | None = None) -> torch.Tensor:
+        """Canonical pixels -> the layout ``vae.decode(latents).sample`` has (for the clip of
+        ``facts``, where the layout depends on it)."""
         return pixels
 
     def example_latents(self, t: int, h: int, w: int, device: str = "meta") -> torch.Tensor:
@@ -92,7 +142,8 @@ class FamilyAdapter:
         channels = config_value(self.vae, "latent_channels", "z_dim", default=4)
         return torch.empty(1, int(channels), t, h, w, device=device)
 
-    #: index of the time axis in the native decode output (for concatenating ``"pt"`` chunks).
+    #: index of the time axis in the native decode output (for concatenating ``"pt"`` chunks);
+    #: a clip's own is ``ClipFacts.native_time_axis``.
     native_time_axis: ClassVar[int] = 2
 
     def chunk_spans(self, latent_frames: int, chunk_latents: int) -> list[Span]:
@@ -101,8 +152,13 @@ class FamilyAdapter:
         return split_even(latent_frames, chunk_latents)
 
     # --- decoding -------------------------------------------------------------------------
-    def new_state(self) -> Any:
-        """Fresh per-tile state (a causal cache) for ``"cache"`` families; ``None`` otherwise."""
+    def begin_decode(self, facts: ClipFacts) -> DecodeRun:
+        """The state of one execution of a plan with these ``facts``, shared by its tiles."""
+        return DecodeRun(facts)
+
+    def new_state(self, run: DecodeRun) -> Any:
+        """Fresh per-tile state (a causal cache) for ``"cache"`` streaming; ``None`` otherwise
+        (families whose pieces need the clip's facts keep them, or ``run``, in the state)."""
         return None
 
     def decode_piece(self, z: torch.Tensor, state: Any, first: bool) -> torch.Tensor:

@@ -10,12 +10,22 @@ therefore placed on batch boundaries (:meth:`chunk_spans`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..geometry import Span, TimeMap
-from .base import FamilyAdapter, config_value
+from .base import ClipFacts, DecodeRun, FamilyAdapter, config_value
+
+
+@dataclass(frozen=True, kw_only=True)
+class CogVideoXFacts(ClipFacts):
+    """``first_batch_odd``: the clip's latent count leaves a remainder, so ``vae._decode``'s first
+    frame batch takes one frame more and the temporal upsamplers treat the clip's first frame as
+    an image frame (``4(T-1)+1`` frames); else every batch is even (``4T`` frames)."""
+
+    first_batch_odd: bool
 
 
 class CogVideoXAdapter(FamilyAdapter):
@@ -25,23 +35,29 @@ class CogVideoXAdapter(FamilyAdapter):
     clamps_output = False
     min_tile_latent = 4
 
-    def __init__(self, vae: torch.nn.Module, decode_kwargs: dict | None = None):
-        super().__init__(vae, decode_kwargs)
-        self._odd = True
-
     @property
     def batch(self) -> int:
         return int(getattr(self.vae, "num_latent_frames_batch_size", 2))
 
-    def to_canonical(self, latents: torch.Tensor) -> torch.Tensor:
-        z = super().to_canonical(latents)
-        self._odd = z.shape[2] % self.batch == 1 or z.shape[2] == 1
-        return z
+    def first_batch_odd(self, latent_frames: int) -> bool:
+        """Whether a clip of ``latent_frames`` gets an odd first batch (:class:`CogVideoXFacts`)."""
+        return latent_frames % self.batch == 1 or latent_frames == 1
+
+    def _time_map(self, odd: bool) -> TimeMap:
+        factor = int(config_value(self.vae, "temporal_compression_ratio", default=4))
+        return TimeMap(factor, causal_first_frame=odd)
 
     @property
     def time_map(self) -> TimeMap:
-        factor = int(config_value(self.vae, "temporal_compression_ratio", default=4))
-        return TimeMap(factor, causal_first_frame=self._odd)
+        """The time map of a clip with an odd first batch (the released pipelines' 13 latent
+        frames); a clip's own is in its facts."""
+        return self._time_map(True)
+
+    def clip_facts(self, latents: torch.Tensor, clip_norm: bool) -> CogVideoXFacts:
+        odd = self.first_batch_odd(self.to_canonical(latents).shape[2])
+        return CogVideoXFacts(time_map=self._time_map(odd), spatial_factor=self.spatial_factor,
+                              streaming=self.streaming, clip_norm=clip_norm,
+                              native_time_axis=self.native_time_axis, first_batch_odd=odd)
 
     @property
     def spatial_factor(self) -> int:
@@ -64,14 +80,15 @@ class CogVideoXAdapter(FamilyAdapter):
                 spans.append(batch)
         return spans
 
-    def new_state(self) -> dict[str, Any]:
-        return {"conv_cache": None}
+    def new_state(self, run: DecodeRun) -> dict[str, Any]:
+        odd = run.facts.first_batch_odd if isinstance(run.facts, CogVideoXFacts) else True
+        return {"conv_cache": None, "first_batch_odd": odd}
 
     def decode_piece(self, z: torch.Tensor, state: dict[str, Any], first: bool) -> torch.Tensor:
         b = self.batch
         sizes = []
         remaining = z.shape[2]
-        if first and self._odd and remaining > 1:
+        if first and state["first_batch_odd"] and remaining > 1:
             sizes.append(b + 1 if remaining >= b + 1 else remaining)
             remaining -= sizes[-1]
         while remaining > 0:

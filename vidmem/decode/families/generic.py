@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..geometry import TimeMap
-from .base import FamilyAdapter, config_value
+from .base import ClipFacts, FamilyAdapter, config_value
 
 
 class GenericAdapter(FamilyAdapter):
@@ -22,19 +22,13 @@ class GenericAdapter(FamilyAdapter):
     default_blend_frames = 4
     min_tile_latent = 8
 
-    def __init__(self, vae: torch.nn.Module, decode_kwargs: dict | None = None):
-        super().__init__(vae, decode_kwargs)
-        self._time_map: TimeMap | None = None
-        self._spatial: int | None = None
-
     @classmethod
     def matches(cls, vae: torch.nn.Module) -> bool:
         return callable(getattr(vae, "decode", None))
 
-    def probe(self, latents: torch.Tensor) -> None:
-        """Decode tiny slices of ``latents`` to learn the time and space factors."""
-        if self._time_map is not None:
-            return
+    def probe(self, latents: torch.Tensor) -> tuple[TimeMap, int]:
+        """Decode tiny slices of canonical ``latents`` to learn the time map and the spatial
+        factor (what the planner keeps in the clip's facts)."""
         sh, sw = min(2, latents.shape[3]), min(2, latents.shape[4])
         param = next(self.vae.parameters(), None)
         device = param.device if param is not None else latents.device
@@ -50,20 +44,23 @@ class GenericAdapter(FamilyAdapter):
         factor = max(1, (f3 - f2) // max(1, n3 - n2)) if n3 > n2 else \
             int(config_value(self.vae, "temporal_compression_ratio", "scale_factor_temporal", default=1))
         causal = f2 == factor * (n2 - 1) + 1 and factor > 1
-        self._time_map = TimeMap(factor, causal)
-        self._spatial = max(1, s)
+        return TimeMap(factor, causal), max(1, s)
+
+    def clip_facts(self, latents: torch.Tensor, clip_norm: bool) -> ClipFacts:
+        time_map, spatial = self.probe(self.to_canonical(latents))
+        return ClipFacts(time_map=time_map, spatial_factor=spatial,
+                         streaming=self.streaming_for(clip_norm), clip_norm=clip_norm,
+                         native_time_axis=self.native_time_axis)
 
     @property
     def time_map(self) -> TimeMap:
-        if self._time_map is None:
-            raise RuntimeError("GenericAdapter.probe() must run before the time map is known")
-        return self._time_map
+        raise RuntimeError("the generic adapter learns the time map per clip, by probing: read "
+                           "it from the decode plan (plan.facts.time_map)")
 
     @property
     def spatial_factor(self) -> int:
-        if self._spatial is None:
-            raise RuntimeError("GenericAdapter.probe() must run before the spatial factor is known")
-        return self._spatial
+        raise RuntimeError("the generic adapter learns the spatial factor per clip, by probing: "
+                           "read it from the decode plan (plan.facts.spatial_factor)")
 
     def decode_piece(self, z: torch.Tensor, state: None, first: bool) -> torch.Tensor:
         return self.vae.decode(z, **self.decode_kwargs).sample

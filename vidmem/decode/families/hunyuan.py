@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Streaming
+from .base import DecodeRun, Streaming
 from .causal_cache import (CausalState, forwards_replaced, frame_causal_attention,
                            padded_causal_conv_forward)
 from .windowed import WindowedDecoderAdapter
@@ -47,13 +47,17 @@ class HunyuanVideoAdapter(WindowedDecoderAdapter):
 
     @property
     def streaming(self) -> Streaming:  # type: ignore[override]
-        return "cache" if self.clip_norm else "window"
+        """The family's default (with whole-clip statistics); a clip's own is in its facts."""
+        return self.streaming_for(self.clip_norm_default)
+
+    def streaming_for(self, clip_norm: bool) -> Streaming:
+        return "cache" if clip_norm else "window"
 
     def clip_norm_modules(self) -> list[nn.Module]:
         return [m for m in self.vae.decoder.modules() if isinstance(m, nn.GroupNorm)]
 
-    def new_state(self) -> CausalState | None:
-        return CausalState() if self.clip_norm else None
+    def new_state(self, run: DecodeRun) -> CausalState | None:
+        return CausalState() if run.facts.clip_norm else None
 
     def run_decoder(self, z: torch.Tensor) -> torch.Tensor:
         return self.vae.decoder(self.vae.post_quant_conv(z))

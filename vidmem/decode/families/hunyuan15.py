@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..geometry import TimeMap
-from .base import FamilyAdapter, config_value
+from .base import DecodeRun, FamilyAdapter, config_value
 from .causal_cache import (CausalState, forwards_replaced, frame_causal_attention,
                            padded_causal_conv_forward)
 
@@ -50,7 +50,7 @@ class HunyuanVideo15Adapter(FamilyAdapter):
             self.vae, "spatial_compression_ratio", default=16)
         return int(factor)
 
-    def new_state(self) -> CausalState:
+    def new_state(self, run: DecodeRun) -> CausalState:
         return CausalState()
 
     def decode_piece(self, z: torch.Tensor, state: CausalState, first: bool) -> torch.Tensor:

@@ -7,11 +7,21 @@ interact, so any chunking is exact; ``vae.decode`` takes ``(N, C, h, w)`` and re
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ...errors import InvalidInput
 from ..geometry import TimeMap
-from .base import FamilyAdapter, config_value
+from .base import ClipFacts, FamilyAdapter, config_value
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageVAEFacts(ClipFacts):
+    """``native_5d``: the clip came as a video ``(B, C, T, h, w)`` rather than as frames in the
+    batch ``(N, C, h, w)``; its pixels go back in the same layout."""
+
+    native_5d: bool
 
 
 class ImageVAEAdapter(FamilyAdapter):
@@ -20,9 +30,8 @@ class ImageVAEAdapter(FamilyAdapter):
     streaming = "cache"  # no state, but chunks are exact: the "cache" is empty
     clamps_output = False
     min_tile_latent = 4
-    def __init__(self, vae: torch.nn.Module, decode_kwargs: dict | None = None):
-        super().__init__(vae, decode_kwargs)
-        self._native_5d = False
+    #: frames as the batch (4-D latents); a 5-D clip's is 2 (:class:`ImageVAEFacts`).
+    native_time_axis = 0
 
     @property
     def time_map(self) -> TimeMap:
@@ -35,26 +44,27 @@ class ImageVAEAdapter(FamilyAdapter):
             return 2 ** (len(block_out) - 1)
         return int(config_value(self.vae, "scale_factor", default=8))
 
+    def clip_facts(self, latents: torch.Tensor, clip_norm: bool) -> ImageVAEFacts:
+        self.to_canonical(latents)  # validates the rank
+        native_5d = latents.ndim == 5
+        return ImageVAEFacts(time_map=self.time_map, spatial_factor=self.spatial_factor,
+                             streaming=self.streaming, clip_norm=clip_norm,
+                             native_time_axis=2 if native_5d else 0, native_5d=native_5d)
+
     def to_canonical(self, latents: torch.Tensor) -> torch.Tensor:
         if latents.ndim == 4:  # frames as batch: one video of N frames
-            self._native_5d = False
             return latents.permute(1, 0, 2, 3).unsqueeze(0)
         if latents.ndim == 5:
-            self._native_5d = True
             return latents
         raise InvalidInput(
             f"{type(self.vae).__name__} decodes frames as a batch (N, C, h, w) or a video "
             f"(B, C, T, h, w); got shape {tuple(latents.shape)}"
         )
 
-    def from_canonical(self, pixels: torch.Tensor) -> torch.Tensor:
-        if self._native_5d:
+    def from_canonical(self, pixels: torch.Tensor, facts: ClipFacts | None = None) -> torch.Tensor:
+        if isinstance(facts, ImageVAEFacts) and facts.native_5d:
             return pixels
         return pixels.squeeze(0).permute(1, 0, 2, 3)
-
-    @property
-    def native_time_axis(self) -> int:  # type: ignore[override]
-        return 2 if self._native_5d else 0
 
     def decode_piece(self, z: torch.Tensor, state: None, first: bool) -> torch.Tensor:
         b, c, t, h, w = z.shape

@@ -28,16 +28,27 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ...errors import UnsupportedModel
+from ...errors import InvalidOptions, UnsupportedModel
 from ..geometry import TimeMap
-from .base import FamilyAdapter, Streaming
+from .base import DecodeRun, FamilyAdapter, Streaming
 from .causal_cache import (CausalState, causal_time_input, depth_to_time_space, forwards_replaced,
                            pinned_rng)
+
+
+@dataclass
+class LTXPieceState:
+    """One tile's state: the decode it belongs to (whose pinned noise RNG every piece of the
+    decode shares) and, for causal decoders, the tile's carried :class:`CausalState` (``None``:
+    a window of a non-causal decoder, decoded fresh)."""
+
+    run: DecodeRun
+    causal: CausalState | None = None
 
 
 class LTXVideoAdapter(FamilyAdapter):
@@ -68,7 +79,7 @@ class LTXVideoAdapter(FamilyAdapter):
         super().__init__(vae, decode_kwargs)
         unknown = set(self.decode_kwargs) - {"temb", "return_dict", *self._extra_kwargs}
         if unknown:
-            raise UnsupportedModel(f"{type(vae).__name__}.decode takes no argument(s) {sorted(unknown)}; "
+            raise InvalidOptions(f"{type(vae).__name__}.decode takes no argument(s) {sorted(unknown)}; "
                              f"vidmem passes only {['temb', *self._extra_kwargs]} to its decoder")
         decoder = vae.decoder
         if getattr(decoder, "patch_size_t", 1) != 1:
@@ -76,7 +87,6 @@ class LTXVideoAdapter(FamilyAdapter):
                              f"supported (its frames do not follow the {self.time_map_doc} rule)")
         self._injects_noise = any(getattr(m, "per_channel_scale1", None) is not None
                                   for m in decoder.modules())
-        self._rng: pinned_rng | None = None
 
     # --- what kind of decoder this is -----------------------------------------------------
     @property
@@ -103,14 +113,14 @@ class LTXVideoAdapter(FamilyAdapter):
         return int(self.vae.decoder.patch_size * math.prod(m.stride[1] for m in self._upsamplers()))
 
     # --- decoding -------------------------------------------------------------------------
-    def new_state(self) -> CausalState | None:
-        return CausalState() if self.causal else None
+    def new_state(self, run: DecodeRun) -> LTXPieceState:
+        return LTXPieceState(run, CausalState() if self.causal else None)
 
     def _timestep(self, z: torch.Tensor) -> torch.Tensor | None:
         temb = self.decode_kwargs.get("temb")
         if temb is None:
             if getattr(self.vae.decoder, "time_embedder", None) is not None:
-                raise UnsupportedModel(
+                raise InvalidOptions(
                     f"this {type(self.vae).__name__} is timestep-conditioned "
                     f"(timestep_conditioning=True): pass the decode timestep as "
                     f"decode_kwargs={{'temb': t}} (LTX pipelines use decode_timestep, e.g. 0.05)")
@@ -123,11 +133,15 @@ class LTXVideoAdapter(FamilyAdapter):
         """One call of the VAE's own decoder (bypassing ``vae.decode``'s tiling)."""
         return self.vae.decoder(z, temb)
 
-    def decode_piece(self, z: torch.Tensor, state: CausalState | None, first: bool) -> torch.Tensor:
+    def decode_piece(self, z: torch.Tensor, piece_state: LTXPieceState, first: bool
+                     ) -> torch.Tensor:
         temb = self._timestep(z)
-        if self._injects_noise and self._rng is None:
-            self._rng = pinned_rng.capture(z.device)  # once per decode: every piece draws the same maps
-        with self._rng if self._rng is not None else contextlib.nullcontext():
+        run = piece_state.run
+        if self._injects_noise and run.noise_rng is None:
+            # once per decode: every piece draws the same maps
+            run.noise_rng = pinned_rng.capture(z.device)
+        state = piece_state.causal
+        with run.noise_rng if run.noise_rng is not None else contextlib.nullcontext():
             if state is None:  # a window: inside the clip, lift the upsamplers' first-frame rule
                 continued = {} if first or not self.continues_windows else {
                     m: functools.partial(_upsample_forward_continued, m)

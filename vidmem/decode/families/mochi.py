@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..geometry import TimeMap
-from .base import FamilyAdapter, config_value
+from .base import DecodeRun, FamilyAdapter, config_value
 from .causal_cache import CausalState, causal_time_input, forwards_replaced
 
 
@@ -70,7 +70,7 @@ class MochiAdapter(FamilyAdapter):
             config_value(self.vae, "spatial_expansions", default=(2, 2, 2)))
         return int(factor)
 
-    def new_state(self) -> CausalState:
+    def new_state(self, run: DecodeRun) -> CausalState:
         return CausalState()
 
     def decode_piece(self, z: torch.Tensor, state: CausalState, first: bool) -> torch.Tensor:

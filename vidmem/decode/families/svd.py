@@ -18,7 +18,7 @@ import torch
 
 from ...errors import InvalidInput
 from ..geometry import TimeMap
-from .base import FamilyAdapter, config_value
+from .base import ClipFacts, FamilyAdapter, config_value
 
 
 class SVDTemporalAdapter(FamilyAdapter):
@@ -56,7 +56,7 @@ class SVDTemporalAdapter(FamilyAdapter):
         channels = config_value(self.vae, "latent_channels", default=4)
         return torch.empty(t, int(channels), h, w, device=device)
 
-    def from_canonical(self, pixels: torch.Tensor) -> torch.Tensor:
+    def from_canonical(self, pixels: torch.Tensor, facts: ClipFacts | None = None) -> torch.Tensor:
         b, c, t, h, w = pixels.shape
         return pixels.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..geometry import TimeMap
-from .base import FamilyAdapter, config_value
+from .base import DecodeRun, FamilyAdapter, config_value
 
 
 class WanAdapter(FamilyAdapter):
@@ -41,7 +41,7 @@ class WanAdapter(FamilyAdapter):
 
         return sum(isinstance(m, WanCausalConv3d) for m in self.vae.decoder.modules())
 
-    def new_state(self) -> list[Any]:
+    def new_state(self, run: DecodeRun) -> list[Any]:
         return [None] * self._decoder_conv_count()
 
     def decode_piece(self, z: torch.Tensor, state: list[Any], first: bool) -> torch.Tensor:
