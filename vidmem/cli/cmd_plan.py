@@ -58,7 +58,7 @@ def check_args(args: argparse.Namespace) -> None:
     any config is read: the model, frame count and sizes for its family, budget, device,
     reserve."""
     from ..memory import parse_bytes
-    from ..offload.plan import check_device
+    from ..offload.introspect import check_device
 
     rule, _class_name, _tiny = resolve_model(args)
     check_sizes_for_family(rule, args.num_frames, args.height, args.width)
