@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from family_vaes import tiny_cogvideox_vae, tiny_image_vae
 from vidmem import decode_latents, plan_decode
 from vidmem.decode.families import adapter_for
 from vidmem.decode.families.cogvideox import CogVideoXAdapter, CogVideoXFacts
@@ -24,23 +25,12 @@ from vidmem.offload.stages import Workload, simulate_decode
 
 @pytest.fixture(scope="module")
 def cogvideox_vae():
-    from diffusers import AutoencoderKLCogVideoX
-
-    torch.manual_seed(0)
-    return AutoencoderKLCogVideoX(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=2,
-        down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4,
-        block_out_channels=(8, 8, 8, 8), temporal_compression_ratio=4).eval()
+    return tiny_cogvideox_vae()
 
 
 @pytest.fixture(scope="module")
 def image_vae():
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    return AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-                         up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4,
-                         norm_num_groups=4, layers_per_block=1).eval()
+    return tiny_image_vae()
 
 
 def _pieces(monkeypatch):

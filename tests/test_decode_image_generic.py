@@ -5,6 +5,7 @@ import logging
 import pytest
 import torch
 
+from family_vaes import tiny_image_vae
 from vidmem import decode_latents, plan_decode
 from vidmem.decode.families import adapter_for
 from vidmem.metrics import psnr
@@ -12,12 +13,7 @@ from vidmem.metrics import psnr
 
 @pytest.fixture(scope="module")
 def image_vae():
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    return AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-                         up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4,
-                         norm_num_groups=4, layers_per_block=1).eval()
+    return tiny_image_vae()
 
 
 def test_image_vae_framewise_matches_batch_decode(image_vae):

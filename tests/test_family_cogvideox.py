@@ -3,19 +3,14 @@
 import pytest
 import torch
 
+from family_vaes import tiny_cogvideox_vae
 from vidmem import decode_latents, plan_decode
 from vidmem.metrics import psnr
 
 
 @pytest.fixture(scope="module")
 def vae():
-    from diffusers import AutoencoderKLCogVideoX
-
-    torch.manual_seed(0)
-    return AutoencoderKLCogVideoX(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=2,
-        down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4,
-        block_out_channels=(8, 8, 8, 8), temporal_compression_ratio=4).eval()
+    return tiny_cogvideox_vae()
 
 
 def full(vae, z):

@@ -87,6 +87,7 @@ class FileLock:
         self.blocking = blocking
         self.remove_on_release = remove_on_release
         self._fd: int | None = None
+        self._holder: dict[str, Any] = {}  # what the holder wrote, after a failed acquire
 
     @property
     def held(self) -> bool:
@@ -97,7 +98,7 @@ class FileLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 if not _lock_fd(fd, self.blocking):
-                    self._busy = _read_info(fd)
+                    self._holder = _read_info(fd)
                     os.close(fd)
                     return False
                 if _same_file(fd, self.path):
@@ -114,7 +115,7 @@ class FileLock:
 
     def holder(self) -> dict[str, Any]:
         """What the process holding the lock wrote (after a failed non-blocking acquire)."""
-        return getattr(self, "_busy", {})
+        return self._holder
 
     def release(self) -> None:
         if self._fd is None:

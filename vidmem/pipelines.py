@@ -76,11 +76,6 @@ def call_arguments(pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
-def _vae_dtype_device(pipe: Any) -> tuple[torch.dtype, torch.device]:
-    p = next(pipe.vae.parameters())
-    return p.dtype, p.device
-
-
 def _wan(pipe: Any, latents: torch.Tensor, call: dict) -> DecodeInput:
     # WanPipeline.__call__: latents.to(vae.dtype); latents / (1 / std) + mean.
     vae = pipe.vae

@@ -37,7 +37,7 @@ from .offload import AppliedPlan, OffloadPlan
 from .outputs import OutputClaim, check_video_path
 from .parallel import DecodeSplit, Session, split_job
 from .parallel.decode import run_share, share_decode_input
-from .pipelines import DecodeInput, call_arguments, expected_vae_latents, rule_for
+from .pipelines import call_arguments, expected_vae_latents, rule_for
 
 log = logging.getLogger("vidmem")
 
@@ -304,15 +304,6 @@ def model_id_of(pipe: Any) -> str | None:
     return getattr(pipe, "_vidmem_model_id", None) or getattr(pipe, "name_or_path", None) or None
 
 
-def latents_for_decode(pipe: Any, latents: torch.Tensor, **call_kwargs: Any) -> DecodeInput:
-    """Undo ``pipe``'s latent normalization exactly as its own ``__call__`` would.
-
-    ``latents``: what ``pipe(..., output_type="latent", **call_kwargs)`` returned. ``call_kwargs``
-    must be the arguments of that call (LTX needs its sizes and generator, CogVideoX its frame
-    count)."""
-    return rule_for(pipe).to_vae_input(pipe, latents, call_arguments(pipe, call_kwargs))
-
-
 def pipeline_defaults(pipe: Any, given: dict[str, Any]) -> dict[str, Any]:
     """The notable arguments (:data:`REPORTED_DEFAULTS`) left to ``pipe``'s own defaults."""
     params = inspect.signature(pipe.__call__).parameters
@@ -406,9 +397,10 @@ def render(pipe: Any, out_path: str | Path, *, decode_options: DecodeOptions | N
         if buffers is not None:  # an impossible size is refused, with the numbers, right here
             check_render_fits(buffers, host_available=available_host_bytes())
             margin_bytes = buffers.disk_margin
-        if checkpoint:
-            ckpt_bytes = checkpoint_bytes(expected.shape, expected.dtype,
-                                          cuda_rng=torch.cuda.is_available())
+        if checkpoint:  # the buffers' estimate sized it already, when the clip's size is known
+            ckpt_bytes = (buffers.checkpoint if buffers is not None else
+                          checkpoint_bytes(expected.shape, expected.dtype,
+                                           cuda_rng=torch.cuda.is_available()))
     applied = None
     if offload is not None and not isinstance(offload, (OffloadPlan, AppliedPlan)):
         raise InvalidOptions(f"offload must be an OffloadPlan or AppliedPlan, got "

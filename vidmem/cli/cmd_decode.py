@@ -62,10 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
 def run_one(args: argparse.Namespace, job: RankJob) -> int:
     """Decode the checkpoint (``job``: alone, or this rank's part of a split decode)."""
-    import torch
-
     from ..checkpoint import load_checkpoint
-    from ..loading import DTYPES, check_model_source, load_vae
+    from ..loading import DTYPES, check_model_source
     from ..outputs import OutputClaim
     from ..resume import resume_decode
 
@@ -91,15 +89,14 @@ def run_one(args: argparse.Namespace, job: RankJob) -> int:
         for partial, frames in (claim.replaced_partials if claim is not None else ()):
             log(f"note: replacing the partial stream {partial} ({frames} frames) of the earlier "
                 f"attempt")
-        dtype = DTYPES[args.dtype] if args.dtype else (
-            getattr(torch, ckpt.vae_dtype) if ckpt.vae_dtype else None)
-        log(f"stage: load VAE from {model}")
-        vae = load_vae(model, dtype)
         latents = ckpt.decode_input.latents
+        # resume_decode loads the VAE in --dtype, else in the dtype the render decoded in
+        log(f"stage: load VAE from {model}, then decode + write {tuple(latents.shape)} latents")
         progress = Progress(ckpt.frames or 0, enabled=not args.quiet)
-        log(f"stage: decode + write {tuple(latents.shape)} latents")
         try:
-            report = resume_decode(ckpt, args.out, vae=vae, dtype=dtype, decode_options=decode,
+            report = resume_decode(ckpt, args.out, model=model,
+                                   dtype=DTYPES[args.dtype] if args.dtype else None,
+                                   decode_options=decode,
                                    writer_settings=writer, overwrite=args.overwrite,
                                    progress=progress, process_group=job.session,
                                    on_note=lambda note: log(f"note: {note}"))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Union
 
 from ..errors import InvalidOptions
+from ..values import with_given
 
 #: ``whole_clip_norm`` values: ``None`` the family's default, ``True`` / ``"estimate"`` one
 #: statistics pass, ``"exact"`` one per norm, ``False`` cross-faded windows.
@@ -70,12 +71,8 @@ class DecodeOptions:
     # --- building ------------------------------------------------------------------------------
     def with_(self, **changes: Any) -> DecodeOptions:
         """A copy with ``changes`` applied where they are not ``None`` (keyword shortcuts over a
-        base value: ``render(..., decode=opts, tile_size=64)``)."""
-        given = {k: v for k, v in changes.items() if v is not None}
-        unknown = set(given) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise InvalidOptions(f"unknown decode option(s): {', '.join(sorted(unknown))}")
-        return dataclasses.replace(self, **given) if given else self
+        base value: ``render(..., decode_options=opts, tile_size=64)``)."""
+        return with_given(self, changes, "decode option(s)")
 
     @classmethod
     def build(cls, base: DecodeOptions | None = None, **shortcuts: Any) -> DecodeOptions:

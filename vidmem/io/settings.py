@@ -21,6 +21,7 @@ from typing import Any
 import av
 
 from ..errors import InvalidOptions
+from ..values import with_given
 
 #: the highest frame rate vidmem writes: the partial MPEG-TS stream stamps frames on a 90 kHz
 #: clock, and no H.264/H.265 level or player goes anywhere near this.
@@ -156,11 +157,7 @@ class WriterSettings:
     # --- building ------------------------------------------------------------------------------
     def with_(self, **changes: Any) -> WriterSettings:
         """A copy with ``changes`` applied where they are not ``None`` (keyword shortcuts)."""
-        given = {k: v for k, v in changes.items() if v is not None}
-        unknown = set(given) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise InvalidOptions(f"unknown writer setting(s): {', '.join(sorted(unknown))}")
-        return dataclasses.replace(self, **given) if given else self
+        return with_given(self, changes, "writer setting(s)")
 
     @classmethod
     def build(cls, base: WriterSettings | None = None, *, lossless: bool | None = None,
