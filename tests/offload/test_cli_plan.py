@@ -108,3 +108,19 @@ def test_too_small_a_budget_names_the_smallest_that_works():
     assert proc.returncode == 2
     assert "the smallest budget that would work is" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_plan_simulates_the_decode_the_render_would_run(capsys):
+    """The decode flags reach the plan whole (`--whole-clip-norm` used to stay behind): the
+    planned decode of tiny HunyuanVideo is windowed with `off`, whole-clip statistics by default."""
+    from vidmem.cli import main
+
+    base = ["plan", "--budget", "1GiB", "--model", "vidmem-tiny:hunyuanvideo:0",
+            "--num-frames", "9", "--height", "64", "--width", "96", "--json"]
+    summaries = {}
+    for flags in ([], ["--whole-clip-norm", "off"]):
+        assert main(base + flags) == 0
+        summaries[tuple(flags)] = json.loads(capsys.readouterr().out)["decode"]["summary"]
+    assert "cache streaming" in summaries[()] and "whole-clip GroupNorm" in summaries[()]
+    assert "window streaming" in summaries[("--whole-clip-norm", "off")]
+    assert "whole-clip" not in summaries[("--whole-clip-norm", "off")]

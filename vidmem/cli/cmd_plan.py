@@ -108,9 +108,8 @@ def run(args: argparse.Namespace) -> int:
         pipe = load_pipeline_skeleton(args.model, DTYPES[args.dtype] if args.dtype else None)
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from None
-    workload = Workload(args.num_frames, args.height, args.width, chunk_frames=args.chunk_frames,
-                        tile_size=args.tile_size, tile_overlap=args.tile_overlap,
-                        overlap_frames=args.overlap_frames)
+    workload = Workload(args.num_frames, args.height, args.width,
+                        decode=decode_options_from(args))  # the decode the render would run
     plan = plan_offload(pipe, args.budget_value, device=args.device, reserve=args.reserve_value,
                         workload=workload, allow_fp8=args.allow_fp8)
     decode = plan.decode

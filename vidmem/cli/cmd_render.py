@@ -136,8 +136,7 @@ def _render(args: argparse.Namespace, job: RankJob) -> int:
         from ..offload import plan_offload
         from ..offload.stages import Workload
 
-        workload = Workload.for_call(kwargs, **{k: v for k, v in decode.tiling().items()
-                                                if k != "whole_clip_norm"})
+        workload = Workload.for_call(kwargs, decode=decode)
         offload = plan_offload(pipe, budget_or_auto(args.budget), workload=workload,
                                allow_fp8=args.allow_fp8)
         if decode.tile_size is None and offload.decode_tile_size is not None:
