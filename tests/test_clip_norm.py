@@ -110,7 +110,10 @@ def test_whole_clip_norm_is_refused_where_norms_do_not_span_the_clip():
 def test_whole_clip_norm_flag_maps_to_the_api_and_names_its_default():
     import argparse
 
-    from vidmem.cli.options import add_decode_options, whole_clip_norm
+    from vidmem.cli.options import add_decode_options, decode_options_from
+
+    def whole_clip_norm(args):
+        return decode_options_from(args).whole_clip_norm
 
     p = argparse.ArgumentParser()
     add_decode_options(p)
