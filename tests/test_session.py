@@ -10,7 +10,7 @@ from vidmem.parallel import SoloSession, SplitSession, split_job
 
 def test_a_solo_session_answers_for_one_process():
     solo = SplitSession.resolve(False)
-    assert isinstance(solo, SoloSession) and SplitSession.resolve(None) == solo or True
+    assert isinstance(solo, SoloSession) and isinstance(SplitSession.resolve(None), SoloSession)
     assert (solo.rank, solo.size, solo.is_writer, solo.splits) == (0, 1, True, False)
     assert solo.agree({"a": 1}) == [{"a": 1}]
     assert solo.share("payload") == "payload"
@@ -33,3 +33,13 @@ def test_split_job_hands_a_solo_session_to_one_process():
     assert isinstance(job(process_group=False), SoloSession)
     given = SoloSession()
     assert job(process_group=given) is given
+
+
+def test_a_process_group_without_torch_distributed_is_refused_by_name():
+    import torch.distributed as dist
+
+    from vidmem import InvalidOptions
+
+    assert not dist.is_initialized()
+    with pytest.raises(InvalidOptions, match="torch.distributed is not initialized"):
+        SplitSession.resolve(object())

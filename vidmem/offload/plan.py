@@ -343,18 +343,3 @@ def prefer_fp8(comps: list[ComponentPlan], arithmetic: _Budget,
             for x, (strategy, group, peak, prefetch) in zip(comps, before):
                 x.strategy, x.blocks_per_group, x.stage_peak_bytes, x.prefetch = \
                     strategy, group, peak, prefetch
-
-
-#: names that lived here before the introspection moved to :mod:`vidmem.offload.introspect`
-#: (``vidmem/cli/cmd_plan.py`` still imports ``check_device`` from here); looked up only when
-#: asked for, so importing the plan reads nothing. To be removed once no caller uses them.
-_MOVED_TO_INTROSPECT = ("check_device", "module_bytes", "module_tensors", "find_block_list",
-                        "offload_sequence")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED_TO_INTROSPECT:
-        from . import introspect
-
-        return getattr(introspect, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -73,8 +73,8 @@ def resolve_group(process_group: Any = None) -> Group | None:
         pg = dist.group.WORLD
     else:
         if not (dist.is_available() and dist.is_initialized()):
-            raise RuntimeError("a process_group was given but torch.distributed is not "
-                               "initialized (call torch.distributed.init_process_group first)")
+            raise InvalidOptions("a process_group was given but torch.distributed is not "
+                                 "initialized (call torch.distributed.init_process_group first)")
         pg = process_group
     size = dist.get_world_size(pg)
     rank = dist.get_rank(pg)
