@@ -80,7 +80,7 @@ def test_resume_reproduces_a_noise_injecting_decoder(tmp_path, monkeypatch):
     assert proc.returncode == 0, proc.stderr
     resumed, rate = read_video(out)
     expected, _ = read_video(good)
-    assert rate == 24  # LTX's default frame rate, recorded in the checkpoint
+    assert rate == 25  # the frame rate LTX conditions on by default, recorded in the checkpoint
     assert np.array_equal(resumed, expected)
 
 

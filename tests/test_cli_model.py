@@ -77,7 +77,7 @@ def test_unsupported_pipeline_and_missing_model_fail_before_loading(tmp_path):
     (fake / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     proc = cli("render", "--model", str(fake), "--out", str(tmp_path / "x.mp4"))
     assert proc.returncode == 2
-    assert "does not support StableDiffusionPipeline" in proc.stderr and "WanPipeline" in proc.stderr
+    assert "StableDiffusionPipeline is not a video pipeline" in proc.stderr
     proc = cli("render", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "x.mp4"))
     assert proc.returncode == 2 and "not found" in proc.stderr
     proc = cli("render", "--out", str(tmp_path / "x.mp4"), "--arg", "oops")
@@ -111,10 +111,10 @@ def test_plan_from_configs_alone_with_real_wan_shapes(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "vidmem-tiny:ltx:0", "--num-frames", "12"], "needs 8k+1 frames; nearest valid: 9 or 17"),
-    (["--model", "vidmem-tiny:mochi:0", "--num-frames", "9"], "needs 6k+1 frames; nearest valid: 7 or 13"),
+    (["--model", "vidmem-tiny:ltx:0", "--num-frames", "12"], "makes 8k+1 frames; nearest valid: 9 or 17"),
+    (["--model", "vidmem-tiny:mochi:0", "--num-frames", "9"], "makes 6k+1 frames; nearest valid: 7 or 13"),
     (["--model", "vidmem-tiny:ltx:0", "--height", "80"], "--height 80 must be a multiple of 32"),
-    (["--model", "vidmem-tiny:svd:0"], "image-to-video: pass --image PATH"),
+    (["--model", "vidmem-tiny:svd:0"], "StableVideoDiffusionPipeline needs --image PATH"),
     (["--model", "vidmem-tiny:svd:0", "--image", "missing.png"], "--image 'missing.png': no such file"),
     (["--model", "vidmem-tiny:sora:0"], "unknown tiny pipeline family 'sora'"),
 ])

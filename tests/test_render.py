@@ -61,5 +61,5 @@ def test_unsupported_pipeline_is_named(tmp_path):
     class NotAVideoPipeline:
         pass
 
-    with pytest.raises(ValueError, match="does not support NotAVideoPipeline"):
+    with pytest.raises(ValueError, match="NotAVideoPipeline is not a diffusers pipeline"):
         vidmem.render(NotAVideoPipeline(), tmp_path / "x.mp4")

@@ -48,7 +48,7 @@ from .files import ClipFiles, FileLock
 from .io.settings import WriterSettings
 from .parallel import Session, SplitSession
 from .parallel.session import describe
-from .pipelines import rule_for
+from .pipelines import facts_for
 from .rendering import model_id_of, render
 from .resume import resume_decode
 
@@ -336,18 +336,18 @@ def render_batch(pipe: Any, clips: list[ClipSpec], out_dir: str | os.PathLike, *
     writer = WriterSettings.build(writer_settings, fps=fps, lossless=lossless)
     out = Path(out_dir)
     manifest = Manifest(out)
-    rule = rule_for(pipe)
+    facts = facts_for(pipe)
     if writer.fps is None:
-        writer = writer.with_(fps=rule.default_fps)
+        writer = writer.with_(fps=facts.default_fps)
 
     def plan() -> list[list[ClipSpec]]:
         if not out.is_dir():
             raise OutputDirectoryMissing(f"output directory {str(out)!r} does not exist; "
                                          f"create it first")
         for clip in clips:
-            if clip.num_frames is not None and rule.frames_error(clip.num_frames):
+            if clip.num_frames is not None and facts.frames_error(clip.num_frames):
                 raise InvalidOptions(f"clip {clip.name} (line {clip.line}): "
-                                     f"{rule.frames_error(clip.num_frames)}")
+                                     f"{facts.frames_error(clip.num_frames)}")
         records = {}
         pending = []
         for clip in clips:

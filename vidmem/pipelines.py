@@ -1,66 +1,220 @@
-"""Per-pipeline knowledge: how a pipeline's ``output_type="latent"`` output becomes VAE input.
+"""What vidmem reads from a diffusers video pipeline: which pipelines qualify, their frame and
+size rules, their required inputs, their default frame rate, and the clip a call will produce.
 
-Why here: every video pipeline normalizes its latents differently before ``vae.decode`` (Wan
-scales by per-channel mean/std, LTX packs and adds a decode timestep and noise, CogVideoX permutes
-and pads, SVD folds frames into the batch, ...). To decode a clip ourselves we must undo that
-*exactly* as the pipeline's own ``__call__`` does, operation for operation, or the frames drift
-from what the pipeline would have produced. This is the only module that knows those rules; the
-VAE-side specifics live in ``decode/families``. Each rule cites the diffusers code it mirrors.
+Why no per-pipeline rules: vidmem used to re-implement, one hand-written rule per pipeline
+class, how each ``__call__`` turns its latents into VAE input. That covered 20 of the 75 video
+pipelines in diffusers 0.42.1 and fell behind with every release. Now the pipeline's own call
+runs with its VAE's ``decode`` captured (:mod:`vidmem.capture`), so the latents are exactly the
+ones it decodes; what is left to know about a pipeline is read here from the pipeline object
+(its signature, its VAE's family adapter, its denoiser's patch size) or, before any weight is
+loaded, from the same classes built on the meta device. Family specifics of the decode itself
+stay in :mod:`vidmem.decode.families`.
 """
 
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from .errors import InvalidOptions, UnsupportedModel
 
+
 @dataclass
 class DecodeInput:
-    """What the VAE decode needs: latents in the VAE's own ``decode`` layout plus its extras."""
+    """What the VAE decode needs: latents in the VAE's own ``decode`` layout plus its extras
+    (e.g. LTX's decode timestep ``temb``), exactly as the pipeline passed them."""
 
     latents: torch.Tensor
     decode_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-ToVaeInput = Callable[[Any, torch.Tensor, dict], DecodeInput]
-"""``(pipe, latents from output_type="latent", the call's bound arguments) -> DecodeInput``."""
-
-
 @dataclass(frozen=True)
-class PipelineRule:
-    """How one pipeline family prepares latents for decode and what its frames look like."""
+class PipelineFacts:
+    """The rules a render of one pipeline checks before denoising, read from the pipeline."""
 
+    pipeline_class: str
+    #: the VAE family (its :mod:`vidmem.decode.families` adapter's name, ``"generic"`` if none).
     family: str
-    pipeline_classes: tuple[str, ...]
-    to_vae_input: ToVaeInput
-    #: pixel frames the family can produce are ``temporal_factor * k + 1`` (1: any count).
-    temporal_factor: int = 4
-    #: height and width must be multiples of this (VAE factor x transformer patch).
-    spatial_multiple: int = 16
-    default_fps: int = 16
-    #: image-to-video: the call needs an ``image``.
-    needs_image: bool = False
+    #: pixel frames come in ``temporal_factor * k + 1`` (causal VAEs) or multiples (others).
+    temporal_factor: int
+    causal_first_frame: bool
+    #: height and width must be multiples of this (the VAE's factor x the denoiser's patch).
+    spatial_multiple: int
+    default_fps: float
+    #: whether the call's ``num_frames`` follows the VAE's frame rule: true unless the
+    #: pipeline's own default breaks it (Helios' 132 frames are generated in 33-frame chunks).
+    frame_rule: bool
+    #: ``__call__`` parameters with no default (e.g. ``image`` of image-to-video pipelines).
+    required_inputs: tuple[str, ...] = ()
 
     def frames_error(self, frames: int) -> str | None:
-        """Why ``frames`` cannot be produced by this family (with the nearest valid counts)."""
+        """Why ``frames`` cannot be produced by this pipeline (with the nearest valid counts)."""
         k = self.temporal_factor
-        if k <= 1 or (frames - 1) % k == 0:
+        if not self.frame_rule or k <= 1:
             return None
-        lower = max(1, (frames - 1) // k * k + 1)
-        return (f"{frames} frames is not valid for {self.family}: it needs {k}k+1 frames; "
-                f"nearest valid: {lower} or {lower + k}")
+        if self.causal_first_frame:
+            if (frames - 1) % k == 0:
+                return None
+            lower = max(1, (frames - 1) // k * k + 1)
+            return (f"{frames} frames is not valid for {self.pipeline_class}: its {self.family} "
+                    f"VAE makes {k}k+1 frames; nearest valid: {lower} or {lower + k}")
+        if frames % k == 0:
+            return None
+        lower = max(k, frames // k * k)
+        return (f"{frames} frames is not valid for {self.pipeline_class}: its {self.family} VAE "
+                f"makes multiples of {k} frames; nearest valid: {lower} or {lower + k}")
+
+    def size_error(self, name: str, value: int) -> str | None:
+        """Why ``height`` / ``width`` ``value`` cannot be taken (with the nearest valid values)."""
+        m = self.spatial_multiple
+        if value % m == 0:
+            return None
+        down = max(m, value // m * m)
+        return (f"{name} {value} must be a multiple of {m} for {self.pipeline_class} (its VAE's "
+                f"spatial factor x its patch size); try {down} or {down + m}")
+
+    def missing_inputs(self, given: dict[str, Any]) -> list[str]:
+        """Required ``__call__`` arguments that ``given`` leaves out."""
+        return [name for name in self.required_inputs if given.get(name) is None]
+
+
+def call_signature(pipeline_class: type) -> inspect.Signature:
+    return inspect.signature(pipeline_class.__call__)
+
+
+def is_video_pipeline_class(pipeline_class: type) -> bool:
+    """A diffusers pipeline whose frames come from a VAE decode of a clip: it has a ``vae``
+    component and either a ``num_frames`` argument or a ``VideoProcessor`` (SVD, AnimateDiff's
+    video-to-video). Read from the class, not from a list, so a new pipeline qualifies on the day
+    it ships."""
+    try:
+        init = inspect.signature(pipeline_class.__init__).parameters
+        params = call_signature(pipeline_class).parameters
+    except (TypeError, ValueError):
+        return False
+    if "vae" not in init or "output_type" not in params:
+        return False
+    if "num_frames" in params:
+        return True
+    module = inspect.getmodule(pipeline_class)
+    try:
+        return "VideoProcessor(" in inspect.getsource(module)
+    except (OSError, TypeError):
+        return False
+
+
+def video_pipeline_classes() -> list[str]:
+    """Every pipeline class of the installed diffusers that :func:`is_video_pipeline_class`
+    accepts (imports each pipeline module once: a few seconds)."""
+    import diffusers
+
+    names = []
+    for name in sorted(dir(diffusers)):
+        if not name.endswith("Pipeline") or name in ("DiffusionPipeline", "AutoPipeline"):
+            continue
+        try:
+            cls = getattr(diffusers, name)
+        except Exception:  # an optional dependency missing for that pipeline
+            continue
+        if isinstance(cls, type) and is_video_pipeline_class(cls):
+            names.append(name)
+    return names
+
+
+def _patch_size(denoiser_config: Any) -> int:
+    patch = getattr(denoiser_config, "patch_size", None) if denoiser_config is not None else None
+    if patch is None and isinstance(denoiser_config, dict):
+        patch = denoiser_config.get("patch_size")
+    if isinstance(patch, (list, tuple)):
+        patch = patch[-1] if patch else 1
+    return int(patch) if isinstance(patch, int) and patch > 0 else 1
+
+
+def _vae_factors(vae: Any, pipe: Any = None) -> tuple[str, int, bool, int, int]:
+    """``(family, temporal factor, causal, spatial factor, default fps)`` of ``vae``: from its
+    family adapter, or (an unknown VAE) from the factors the pipeline and config state."""
+    from .decode.families import adapter_for
+    from .decode.families.base import config_value
+    from .decode.families.generic import GenericAdapter
+
+    adapter = adapter_for(vae)
+    if not isinstance(adapter, GenericAdapter):
+        tm = adapter.time_map
+        return adapter.name, tm.factor, tm.causal_first_frame, adapter.spatial_factor, \
+            adapter.default_fps
+    temporal = (getattr(pipe, "vae_scale_factor_temporal", None)
+                or getattr(pipe, "vae_temporal_compression_ratio", None)
+                or config_value(vae, "temporal_compression_ratio", "scale_factor_temporal",
+                                default=1))
+    spatial = (getattr(pipe, "vae_scale_factor_spatial", None)
+               or getattr(pipe, "vae_spatial_compression_ratio", None)
+               or getattr(pipe, "vae_scale_factor", None)
+               or config_value(vae, "spatial_compression_ratio", "scale_factor_spatial",
+                               default=8))
+    temporal = int(temporal) if isinstance(temporal, (int, float)) else 1
+    spatial = int(spatial) if isinstance(spatial, (int, float)) else 8
+    return adapter.name, temporal, temporal > 1, spatial, adapter.default_fps
+
+
+def facts_from(pipeline_class: type, vae: Any, denoiser_config: Any = None,
+               pipe: Any = None) -> PipelineFacts:
+    """The facts of ``pipeline_class`` with this ``vae`` (real or on the meta device) and the
+    denoiser's config (its patch size multiplies the VAE's spatial factor)."""
+    family, temporal, causal, spatial, fps = _vae_factors(vae, pipe)
+    params = call_signature(pipeline_class).parameters
+    default_frames = params["num_frames"].default if "num_frames" in params else None
+    frame_rule = True
+    if isinstance(default_frames, int) and temporal > 1:
+        frame_rule = ((default_frames - 1) % temporal == 0) if causal \
+            else default_frames % temporal == 0
+    for name in ("fps", "frame_rate"):  # the rate the pipeline conditions on, when it has one
+        default = params[name].default if name in params else None
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and default > 0:
+            fps = default
+            break
+    required = tuple(name for name, p in params.items()
+                     if name != "self" and p.default is inspect.Parameter.empty
+                     and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+    return PipelineFacts(pipeline_class=pipeline_class.__name__, family=family,
+                         temporal_factor=temporal, causal_first_frame=causal,
+                         spatial_multiple=spatial * _patch_size(denoiser_config),
+                         default_fps=float(fps), frame_rule=frame_rule,
+                         required_inputs=required)
+
+
+def check_video_pipeline(pipe: Any) -> None:
+    """Refuse, in one line, what vidmem cannot render: an object that is not a diffusers
+    pipeline, a pipeline with no VAE to decode, an image pipeline."""
+    from diffusers import DiffusionPipeline
+
+    name = type(pipe).__name__
+    if not isinstance(pipe, DiffusionPipeline):
+        raise UnsupportedModel(f"{name} is not a diffusers pipeline; pass one, e.g. "
+                               f"WanPipeline.from_pretrained(...)")
+    vae = getattr(pipe, "vae", None)
+    if vae is None or not callable(getattr(vae, "decode", None)):
+        raise UnsupportedModel(f"{name} has no VAE decode to stream (its frames do not come from "
+                               f"a vae.decode); vidmem renders video pipelines with a VAE")
+    if not is_video_pipeline_class(type(pipe)):
+        raise UnsupportedModel(f"{name} is not a video pipeline (no num_frames argument, no "
+                               f"VideoProcessor); vidmem renders video pipelines")
+
+
+def facts_for(pipe: Any) -> PipelineFacts:
+    """The facts of a loaded pipeline (checked to be a video pipeline first)."""
+    check_video_pipeline(pipe)
+    denoiser = getattr(pipe, "transformer", None) or getattr(pipe, "unet", None)
+    return facts_from(type(pipe), pipe.vae, getattr(denoiser, "config", None), pipe)
 
 
 def call_arguments(pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """The arguments ``pipe.__call__`` will see: ``kwargs`` plus the signature's defaults.
 
-    Rules need values the caller may have left to the pipeline (LTX's ``height``/``num_frames``
-    to unpack its sequence latents, its ``decode_timestep``); reading them from the signature
-    keeps them equal to what the pipeline used."""
+    A bad argument name fails here, before denoising; the sizes a call leaves to the pipeline
+    are read from its defaults."""
     signature = inspect.signature(pipe.__call__)
     try:
         bound = signature.bind_partial(**kwargs)
@@ -69,144 +223,11 @@ def call_arguments(pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(kwargs) - set(params))
         names = ", ".join(n for n in params if n != "kwargs")
         raise InvalidOptions(f"{type(pipe).__name__} takes no argument(s) {', '.join(unknown)}; it "
-                         f"takes: {names}") from None
+                             f"takes: {names}") from None
     bound.apply_defaults()
     args = dict(bound.arguments)
     args.update(args.pop("kwargs", None) or {})
     return args
-
-
-def _wan(pipe: Any, latents: torch.Tensor, call: dict) -> DecodeInput:
-    # WanPipeline.__call__: latents.to(vae.dtype); latents / (1 / std) + mean.
-    vae = pipe.vae
-    latents = latents.to(vae.dtype)
-    shape = (1, vae.config.z_dim, 1, 1, 1)
-    mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents.device, latents.dtype)
-    inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(shape).to(latents.device,
-                                                                        latents.dtype)
-    return DecodeInput(latents / inv_std + mean)
-
-
-def _cogvideox(pipe: Any, latents: torch.Tensor, call: dict) -> DecodeInput:
-    # CogVideoXPipeline.__call__: drop the frames padded for patch_size_t (CogVideoX 1.5), then
-    # decode_latents: (B, T, C, h, w) -> (B, C, T, h, w), times 1 / scaling_factor.
-    num_frames = call.get("num_frames") or pipe.transformer.config.sample_frames
-    latent_frames = (num_frames - 1) // pipe.vae_scale_factor_temporal + 1
-    extra = max(0, latents.shape[1] - latent_frames)
-    latents = latents[:, extra:].permute(0, 2, 1, 3, 4)
-    return DecodeInput(1 / pipe.vae_scaling_factor_image * latents)
-
-
-def _ltx(pipe: Any, latents: torch.Tensor, call: dict) -> DecodeInput:
-    # LTXPipeline.__call__: unpack the token sequence, denormalize with the VAE's mean/std,
-    # cast to the text embeddings' dtype; a timestep-conditioned VAE gets decode_timestep and
-    # latents mixed with noise drawn from the caller's generator (whose state after denoising is
-    # exactly where the pipeline would draw it).
-    from diffusers.utils.torch_utils import randn_tensor
-
-    vae = pipe.vae
-    latent_frames = (call["num_frames"] - 1) // pipe.vae_temporal_compression_ratio + 1
-    h = call["height"] // pipe.vae_spatial_compression_ratio
-    w = call["width"] // pipe.vae_spatial_compression_ratio
-    latents = pipe._unpack_latents(latents, latent_frames, h, w, pipe.transformer_spatial_patch_size,
-                                   pipe.transformer_temporal_patch_size)
-    latents = pipe._denormalize_latents(latents, vae.latents_mean, vae.latents_std,
-                                        vae.config.scaling_factor)
-    latents = latents.to(pipe.transformer.dtype)  # prompt_embeds' dtype
-    kwargs: dict[str, Any] = {}
-    if vae.config.timestep_conditioning:
-        batch = latents.shape[0]
-        device = latents.device
-        noise = randn_tensor(latents.shape, generator=call.get("generator"), device=device,
-                             dtype=latents.dtype)
-        timestep = call.get("decode_timestep", 0.0)
-        timestep = timestep if isinstance(timestep, list) else [timestep] * batch
-        scale = call.get("decode_noise_scale")
-        if scale is None:
-            scale = timestep
-        elif not isinstance(scale, list):
-            scale = [scale] * batch
-        temb = torch.tensor(timestep, device=device, dtype=latents.dtype)
-        scale_t = torch.tensor(scale, device=device, dtype=latents.dtype)[:, None, None, None, None]
-        latents = (1 - scale_t) * latents + scale_t * noise
-        kwargs["temb"] = temb
-    return DecodeInput(latents.to(vae.dtype), kwargs)
-
-
-def _mochi(pipe: Any, latents: torch.Tensor, call: dict) -> DecodeInput:
-    # MochiPipeline.__call__: latents * std / scaling_factor + mean when the VAE config has them.
-    cfg = pipe.vae.config
-    if getattr(cfg, "latents_mean", None) is not None and getattr(cfg, "latents_std", None) is not None:
-        shape = (1, latents.shape[1], 1, 1, 1)
-        mean = torch.tensor(cfg.latents_mean).view(shape).to(latents.device, latents.dtype)
-        std = torch.tensor(cfg.latents_std).view(shape).to(latents.device, latents.dtype)
-        return DecodeInput(latents * std / cfg.scaling_factor + mean)
-    return DecodeInput(latents / cfg.scaling_factor)
-
-
-def _hunyuan(pipe: Any, latents: torch.Tensor, call: dict) -> DecodeInput:
-    # HunyuanVideo(1.5)Pipeline.__call__: latents.to(vae.dtype) / scaling_factor.
-    return DecodeInput(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor)
-
-
-def _svd(pipe: Any, latents: torch.Tensor, call: dict) -> DecodeInput:
-    # StableVideoDiffusionPipeline.decode_latents: (B, F, C, h, w) -> (B * F, C, h, w), times
-    # 1 / scaling_factor; the VAE is told the frames per video (``num_frames``).
-    frames = latents.shape[1]
-    latents = 1 / pipe.vae.config.scaling_factor * latents.flatten(0, 1)
-    return DecodeInput(latents, {"num_frames": frames})
-
-
-def _animatediff(pipe: Any, latents: torch.Tensor, call: dict) -> DecodeInput:
-    # AnimateDiffPipeline.decode_latents: 1 / scaling_factor, then frames into the batch.
-    latents = 1 / pipe.vae.config.scaling_factor * latents
-    b, c, t, h, w = latents.shape
-    return DecodeInput(latents.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w))
-
-
-RULES: list[PipelineRule] = [
-    PipelineRule("wan", ("WanPipeline", "WanVideoToVideoPipeline", "WanVACEPipeline",
-                         "SkyReelsV2Pipeline", "SkyReelsV2DiffusionForcingPipeline"),
-                 _wan, temporal_factor=4, default_fps=16),
-    PipelineRule("wan-i2v", ("WanImageToVideoPipeline", "SkyReelsV2ImageToVideoPipeline"),
-                 _wan, temporal_factor=4, default_fps=16, needs_image=True),
-    PipelineRule("cogvideox", ("CogVideoXPipeline", "CogVideoXVideoToVideoPipeline"), _cogvideox,
-                 temporal_factor=4, default_fps=8),
-    PipelineRule("cogvideox-i2v", ("CogVideoXImageToVideoPipeline",), _cogvideox,
-                 temporal_factor=4, default_fps=8, needs_image=True),
-    PipelineRule("ltx", ("LTXPipeline",), _ltx, temporal_factor=8, spatial_multiple=32,
-                 default_fps=24),
-    PipelineRule("ltx-i2v", ("LTXImageToVideoPipeline",), _ltx, temporal_factor=8,
-                 spatial_multiple=32, default_fps=24, needs_image=True),
-    PipelineRule("mochi", ("MochiPipeline",), _mochi, temporal_factor=6, default_fps=30),
-    PipelineRule("hunyuanvideo", ("HunyuanVideoPipeline", "HunyuanSkyreelsImageToVideoPipeline"),
-                 _hunyuan, temporal_factor=4, default_fps=24),
-    PipelineRule("hunyuanvideo15", ("HunyuanVideo15Pipeline",), _hunyuan, temporal_factor=4,
-                 default_fps=24),
-    PipelineRule("svd", ("StableVideoDiffusionPipeline",), _svd, temporal_factor=1,
-                 spatial_multiple=8, default_fps=7, needs_image=True),
-    PipelineRule("animatediff", ("AnimateDiffPipeline", "AnimateDiffSDXLPipeline",
-                                 "AnimateDiffSparseControlNetPipeline"),
-                 _animatediff, temporal_factor=1, spatial_multiple=8, default_fps=8),
-]
-
-
-def supported_pipelines() -> list[str]:
-    return sorted(name for rule in RULES for name in rule.pipeline_classes)
-
-
-def rule_for(pipe: Any) -> PipelineRule:
-    """The rule for ``pipe``'s class; a clear error listing what is supported otherwise."""
-    return rule_for_class(type(pipe).__name__)
-
-
-def rule_for_class(name: str) -> PipelineRule:
-    """The rule for a pipeline class name (checked before any weights are loaded)."""
-    for rule in RULES:
-        if name in rule.pipeline_classes:
-            return rule
-    raise UnsupportedModel(f"vidmem does not support {name} yet; supported pipelines: "
-                     f"{', '.join(supported_pipelines())}")
 
 
 def expected_clip_size(pipe: Any, call: dict[str, Any]) -> tuple[int, int, int] | None:
@@ -254,11 +275,110 @@ def clip_latents(vae: torch.nn.Module, frames: int, height: int,
     return latents.to(param.dtype) if param is not None else latents
 
 
-def expected_vae_latents(pipe: Any, call: dict[str, Any]) -> torch.Tensor | None:
+def expected_vae_latents(pipe: Any, call: dict[str, Any],
+                         facts: PipelineFacts | None = None) -> torch.Tensor | None:
     """Meta latents of the shape the decode will receive (the VAE's ``decode`` layout), for
-    validating decode options and sizing the checkpoint before denoising; ``None`` if unknown."""
+    validating decode options and sizing the checkpoint before denoising; ``None`` if unknown
+    (or when the pipeline's frame count does not follow its VAE's rule, as for pipelines that
+    generate in chunks: their decode is known only once it is captured)."""
     size = expected_clip_size(pipe, call)
     vae = getattr(pipe, "vae", None)
-    if size is None or vae is None:
+    if size is None or vae is None or (facts is not None and not facts.frame_rule):
         return None
     return clip_latents(vae, *size)
+
+
+#: how a CLI user passes a required input (anything else: ``--arg NAME=VALUE``).
+CLI_INPUTS = {"image": "--image PATH", "video": "--video PATH", "prompt": "--prompt TEXT"}
+
+
+def check_call(facts: PipelineFacts, pipe: Any, kwargs: dict[str, Any]) -> None:
+    """Refuse, before denoising, a call the pipeline cannot make: a required input left out, a
+    frame count its VAE cannot produce or its transformer cannot reach, a size that is not a
+    multiple of the VAE's factor times the patch size, steps or sizes that are not positive
+    (the same checks the CLI makes before loading)."""
+    from .feasibility import frames_error as reach_error
+
+    missing = facts.missing_inputs(kwargs)
+    if missing:
+        hints = ", ".join(f"{n}=... (CLI: {CLI_INPUTS.get(n, f'--arg {n}=VALUE')})"
+                          for n in missing)
+        raise InvalidOptions(f"{facts.pipeline_class} needs {hints}")
+    for name in ("num_frames", "height", "width", "num_inference_steps"):
+        value = kwargs.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise InvalidOptions(f"{name} must be a positive whole number, got {value!r}")
+    frames = kwargs.get("num_frames")
+    if frames is not None:
+        problem = facts.frames_error(int(frames))
+        if problem:
+            raise InvalidOptions(problem)
+        transformer = getattr(pipe, "transformer", None)
+        if transformer is not None and facts.frame_rule:  # the model's reach (its rotary table)
+            problem = reach_error(int(frames), transformer,
+                                  temporal_factor=max(1, facts.temporal_factor),
+                                  causal_first_frame=facts.causal_first_frame)
+            if problem:
+                raise InvalidOptions(problem)
+    for name in ("height", "width"):
+        if kwargs.get(name) is not None:
+            problem = facts.size_error(name, int(kwargs[name]))
+            if problem:
+                raise InvalidOptions(problem)
+
+
+def facts_for_model(model: str, class_name: str) -> PipelineFacts | None:
+    """The facts of the pipeline saved at ``model`` (class ``class_name``), before loading it:
+    the VAE and the denoiser's config built on the meta device. ``None`` where the configs are
+    not on this machine (a hub id: :func:`vidmem.render` checks after loading). The libraries'
+    import-time notices are kept off stderr here, where a refusal must be one line."""
+    import warnings
+
+    import transformers
+
+    level = transformers.utils.logging.get_verbosity()
+    transformers.utils.logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _facts_for_model(model, class_name)
+    finally:
+        transformers.utils.logging.set_verbosity(level)
+
+
+def _facts_for_model(model: str, class_name: str) -> PipelineFacts | None:
+    import json
+    from pathlib import Path
+
+    import diffusers
+
+    from .tiny import parse_tiny_model_id, tiny_pipeline
+
+    cls = getattr(diffusers, class_name, None)
+    if not isinstance(cls, type):
+        raise UnsupportedModel(f"{class_name} is not a pipeline class of the installed diffusers "
+                               f"{diffusers.__version__}; upgrade diffusers or check the model's "
+                               f"model_index.json")
+    if not is_video_pipeline_class(cls):
+        raise UnsupportedModel(f"{class_name} is not a video pipeline (no num_frames argument, no "
+                               f"VideoProcessor); vidmem renders video pipelines")
+    tiny = parse_tiny_model_id(model)
+    if tiny:
+        return facts_for(tiny_pipeline(*tiny))
+    if not Path(model).is_dir():
+        return None
+    from .loading import vae_skeleton
+
+    vae = vae_skeleton(model)
+    if vae is None:
+        raise UnsupportedModel(f"{model} has no vae component (model_index.json); vidmem streams "
+                               f"a VAE decode")
+    denoiser = None
+    for name in ("transformer", "unet"):
+        config = Path(model) / name / "config.json"
+        if config.is_file():
+            denoiser = json.loads(config.read_text())
+            break
+    return facts_from(cls, vae, denoiser)

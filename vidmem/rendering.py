@@ -37,7 +37,8 @@ from .offload import AppliedPlan, OffloadPlan
 from .outputs import OutputClaim, check_video_path
 from .parallel import DecodeSplit, Session, split_job
 from .parallel.decode import run_share, share_decode_input
-from .pipelines import call_arguments, expected_vae_latents, rule_for
+from .capture import DecodeCapture
+from .pipelines import call_arguments, check_call, expected_vae_latents, facts_for
 
 log = logging.getLogger("vidmem")
 
@@ -157,8 +158,13 @@ def decode_to_video(vae: torch.nn.Module, latents: torch.Tensor, path: str | Pat
                     whole_clip_norm: WholeClipNorm = None, lossless: bool = False,
                     writer_options: dict[str, Any] | None = None,
                     oom_fallback: bool | None = None,
-                    memory_breakdown: bool | None = None) -> RenderReport:
+                    memory_breakdown: bool | None = None,
+                    frames: int | None = None) -> RenderReport:
     """Decode ``latents`` (what ``vae.decode`` takes) straight into an MP4 at ``path``.
+
+    ``frames``: write only the first ``frames`` decoded frames (what a pipeline's own output
+    keeps when its post-processing trims the decode, e.g. Helios' and FramePack's ``4k+1``);
+    ``None``: all of them.
 
     Only one chunk of frames is alive at a time; the writer encodes chunk ``k`` on its thread
     while chunk ``k + 1`` decodes. ``decode_options`` (:class:`vidmem.DecodeOptions`: chunks,
@@ -211,7 +217,7 @@ def decode_to_video(vae: torch.nn.Module, latents: torch.Tensor, path: str | Pat
             log.warning("%s", note)
         report = _decode_and_write(vae, latents, claim.video if claim else Path(path), decode,
                                    writer, decode_kwargs, progress, session, work,
-                                   claim.lock if claim else None)
+                                   claim.lock if claim else None, frames)
     finally:
         if claim is not None:
             claim.release()
@@ -222,7 +228,8 @@ def decode_to_video(vae: torch.nn.Module, latents: torch.Tensor, path: str | Pat
 def _decode_and_write(vae: torch.nn.Module, latents: torch.Tensor, path: Path,
                       decode: DecodeOptions, settings: WriterSettings,
                       decode_kwargs: dict | None, progress: ProgressFn | None, session: Session,
-                      work: DecodeSplit | None, lock: Any) -> RenderReport:
+                      work: DecodeSplit | None, lock: Any,
+                      keep_frames: int | None = None) -> RenderReport:
     retries: list[str] = []
     decode_progress = (lambda d, t: progress("decode", d, t)) if progress else None
     if decode.oom_fallback:
@@ -236,6 +243,8 @@ def _decode_and_write(vae: torch.nn.Module, latents: torch.Tensor, path: Path,
     else:
         chunks = decode_latents(vae, latents, output_type="uint8", progress=decode_progress,
                                 split=work, decode_kwargs=decode_kwargs, **decode.tiling())
+    if keep_frames is not None:
+        chunks = _first_frames(chunks, keep_frames)
     if not session.is_writer:  # --- scale-out (#14): decode a share, write nothing
         t = time.perf_counter()
         run_share(chunks)
@@ -297,6 +306,19 @@ def _decode_and_write(vae: torch.nn.Module, latents: torch.Tensor, path: Path,
                         peak_rss_bytes=peak, peak_cuda_bytes=cuda_peak_bytes(),
                         retries=retries, file_bytes=path.stat().st_size if path.exists() else 0,
                         baseline_rss_bytes=baseline_rss, memory=memory)
+
+
+def _first_frames(chunks: Any, limit: int) -> Any:
+    """The chunks' first ``limit`` frames. The chunks after the limit are still decoded (a split
+    decode's ranks run the same plan to its end), and dropped."""
+    left = limit
+    for chunk in chunks:
+        if left <= 0:
+            continue
+        if chunk.shape[0] > left:
+            chunk = chunk[:left]
+        left -= chunk.shape[0]
+        yield chunk
 
 
 def model_id_of(pipe: Any) -> str | None:
@@ -366,26 +388,18 @@ def render(pipe: Any, out_path: str | Path, *, decode_options: DecodeOptions | N
     """
     session: Session = process_group  # resolved by @split_job
     decode, writer = _with_shortcuts(decode_options, writer_settings, locals())
-    rule = rule_for(pipe)  # unsupported pipeline: fail before denoising
+    facts = facts_for(pipe)  # not a video pipeline: fail before denoising
     out = check_video_path(out_path) if session.is_writer else Path(out_path)
-    if writer.fps is None:
-        writer = writer.with_(fps=rule.default_fps)
     if "output_type" in pipeline_kwargs:
         raise InvalidOptions("render() sets output_type itself; do not pass it")
-    frames = pipeline_kwargs.get("num_frames")
-    if frames is not None and rule.frames_error(int(frames)):
-        raise InvalidOptions(rule.frames_error(int(frames)))
-    if rule.needs_image and pipeline_kwargs.get("image") is None:
-        raise InvalidOptions(f"{type(pipe).__name__} is image-to-video: pass image=... (CLI: "
-                             f"--image PATH)")
-    transformer = getattr(pipe, "transformer", None)
-    if frames is not None and transformer is not None:  # the model's reach (its rotary table)
-        problem = frames_error(int(frames), transformer, temporal_factor=rule.temporal_factor)
-        if problem:
-            raise InvalidOptions(problem)
-    call = call_arguments(pipe, dict(pipeline_kwargs, output_type="latent"))  # bad names fail here
+    call = call_arguments(pipe, dict(pipeline_kwargs, output_type="np"))  # bad names fail here
+    if writer.fps is None:  # the rate the pipeline conditions on, else its family's
+        given = next((call[k] for k in ("fps", "frame_rate")
+                      if isinstance(call.get(k), (int, float)) and call[k] > 0), None)
+        writer = writer.with_(fps=given or facts.default_fps)
+    check_call(facts, pipe, pipeline_kwargs)
     defaults = pipeline_defaults(pipe, pipeline_kwargs)
-    expected = expected_vae_latents(pipe, call)
+    expected = expected_vae_latents(pipe, call, facts)
     ckpt_bytes = margin_bytes = None
     if expected is not None:
         plan_decode(pipe.vae, expected, **decode.tiling())  # bad tiling fails now, not later
@@ -418,25 +432,26 @@ def render(pipe: Any, out_path: str | Path, *, decode_options: DecodeOptions | N
         if progress is not None and session.is_writer:
             progress("denoise", 0, 0)
         t0 = time.perf_counter()
-        result = pipe(output_type="latent", **pipeline_kwargs)
-        latents = result.frames if hasattr(result, "frames") else result[0]
+        with DecodeCapture(pipe) as capture:  # the pipeline's own decode, captured
+            result = pipe(output_type="np", **pipeline_kwargs)
+        clip = capture.clip(result)
         t1 = time.perf_counter()
-        if latents.shape[0] != 1:
-            raise InvalidOptions(f"render writes one video; the pipeline returned "
-                                 f"{latents.shape[0]} (use num_videos_per_prompt=1 and a single "
-                                 f"prompt)")
-        vae_input = rule.to_vae_input(pipe, latents, call)
-        del latents, result
+        vae_input = clip.decode_input
+        del result
+        batch = vae_input.latents.shape[0] if vae_input.latents.ndim == 5 else 1
+        if batch != 1:
+            raise InvalidOptions(f"render writes one video; the pipeline decoded {batch} (use "
+                                 f"num_videos_per_prompt=1 and a single prompt)")
         problem = non_finite_message(vae_input.latents, "the denoised latents")
         if problem:
             raise InvalidInput(problem)
         ckpt = None
-        rng = capture_rng()  # where a noise-injecting decoder starts drawing (see checkpoint)
+        rng = clip.rng or capture_rng()  # where a noise-injecting decoder draws (see checkpoint)
         if checkpoint and session.is_writer:
             claim.release_reservation()  # the space held for the checkpoint is its now
             ckpt, note = save_checkpoint_anywhere(
-                claim.files.latents, vae_input, model=model_id_of(pipe), family=rule.family,
-                frames=call.get("num_frames"), rng_states=rng,
+                claim.files.latents, vae_input, model=model_id_of(pipe), family=facts.family,
+                frames=clip.output_frames, rng_states=rng,
                 vae_dtype=next(pipe.vae.parameters()).dtype, decode_options=decode,
                 writer_settings=writer)
             if note:
@@ -452,7 +467,8 @@ def render(pipe: Any, out_path: str | Path, *, decode_options: DecodeOptions | N
             report = decode_to_video(pipe.vae, vae_input.latents, out, decode_options=decode,
                                      writer_settings=writer,
                                      decode_kwargs=vae_input.decode_kwargs, progress=progress,
-                                     overwrite=overwrite, process_group=session)
+                                     overwrite=overwrite, process_group=session,
+                                     frames=clip.frames)
         except (DecodeFailed, DecodeInterrupted) as e:
             kept = _kept_message(e.partial, e.frames_played, ckpt, resume)
             reason = f"{e.reason} after denoising"

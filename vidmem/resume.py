@@ -105,6 +105,7 @@ def resume_decode(checkpoint: str | os.PathLike | LatentCheckpoint, out: str | o
         report = decode_to_video(vae, ckpt.decode_input.latents, Path(out),
                                  decode_options=decode, writer_settings=writer,
                                  decode_kwargs=ckpt.decode_input.decode_kwargs, progress=progress,
-                                 overwrite=overwrite, resume=True, process_group=process_group)
+                                 overwrite=overwrite, resume=True, process_group=process_group,
+                                 frames=ckpt.frames)
     report.notes = notes + report.notes
     return report

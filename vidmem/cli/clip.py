@@ -47,14 +47,21 @@ def check_args(args: argparse.Namespace) -> None:
         budget_or_auto(args.budget)  # a size or "auto"
     from ..loading import check_model_reachable
 
-    rule, class_name, tiny = resolve_model(args)
+    if getattr(args, "video", None) is not None and not os.path.isfile(args.video):
+        raise UsageError(f"--video {args.video!r}: no such file")
+    facts, class_name, tiny = resolve_model(args)
     if tiny and args.steps is None:
         args.steps = args.tiny_defaults["num_inference_steps"] = TINY_STEPS
-    args.fps = args.fps or (rule.default_fps if rule is not None else None)
-    check_sizes_for_family(rule, args.num_frames, args.height, args.width)
-    if rule is not None and rule.needs_image and args.image is None:
-        raise UsageError(f"{class_name} is image-to-video: pass --image PATH")
+    check_sizes_for_family(facts, args.num_frames, args.height, args.width)
     args.pipeline_args = parse_pipeline_args(args.arg)
+    if facts is not None:  # a required input left out: named before loading
+        given = dict(args.pipeline_args, image=args.image, video=getattr(args, "video", None))
+        missing = facts.missing_inputs(given)
+        if missing:
+            from ..pipelines import CLI_INPUTS
+
+            raise UsageError(f"{class_name} needs " + ", ".join(
+                CLI_INPUTS.get(n, f"--arg {n}=VALUE") for n in missing))
     # the typed options, built (and so validated) once; every clip of a batch gets these
     args.decode_options = decode_options_from(args)
     args.writer_settings = writer_settings_from(args)
@@ -115,6 +122,10 @@ def call_kwargs(args: argparse.Namespace, pipe: Any, log: Any) -> dict[str, Any]
         from diffusers.utils import load_image
 
         kwargs["image"] = load_image(args.image)
+    if getattr(args, "video", None) is not None:
+        from diffusers.utils import load_video
+
+        kwargs["video"] = load_video(args.video)
     kwargs.update(args.pipeline_args)
     return kwargs
 

@@ -74,10 +74,10 @@ def run_batch(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out-dir {args.out_dir!r} is a file, not a directory")
-    rule, _, _ = resolve_model(args)  # fills the tiny pipelines' default sizes into args
+    facts, _, _ = resolve_model(args)  # fills the tiny pipelines' default sizes into args
     for clip in clips:
         try:
-            check_sizes_for_family(rule, clip.num_frames or args.num_frames,
+            check_sizes_for_family(facts, clip.num_frames or args.num_frames,
                                    clip.height or args.height, clip.width or args.width)
         except UsageError as e:
             raise UsageError(f"{args.prompts} line {clip.line}: {e}") from None

@@ -60,8 +60,8 @@ def check_args(args: argparse.Namespace) -> None:
     from ..memory import parse_bytes
     from ..offload.introspect import check_device
 
-    rule, _class_name, _tiny = resolve_model(args)
-    check_sizes_for_family(rule, args.num_frames, args.height, args.width)
+    facts, _class_name, _tiny = resolve_model(args)
+    check_sizes_for_family(facts, args.num_frames, args.height, args.width)
     args.budget_value = budget_or_auto(args.budget)
     try:
         args.device = check_device(args.device)

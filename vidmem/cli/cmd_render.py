@@ -50,6 +50,10 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--image", default=None, metavar="PATH",
                    help="conditioning image for image-to-video pipelines (SVD, Wan I2V, ...; "
                         "default: none)")
+    r.add_argument("--video", default=None, metavar="PATH",
+                   help="input video for video-to-video pipelines (WanVideoToVideo, LucyEdit, "
+                        "CogVideoXVideoToVideo, ...), passed as its frames; other video inputs: "
+                        "--arg NAME=PATH (default: none)")
     add_shape_options(r, "frames to generate")
     r.add_argument("--steps", type=positive_int, default=None,
                    help=f"denoising steps (default: the pipeline's own, e.g. 50 for "

@@ -146,33 +146,34 @@ def budget_or_auto(text: str, flag: str = "--budget") -> int | str:
     return parse_budget(text, flag)
 
 
-def check_sizes_for_family(rule: Any, num_frames: int | None, height: int | None,
+def check_sizes_for_family(facts: Any, num_frames: int | None, height: int | None,
                            width: int | None) -> None:
-    """Frame count and sizes the family cannot produce, refused with the nearest valid values."""
-    if rule is None:
+    """Frame count and sizes the pipeline cannot produce (its VAE's frame rule, its VAE's
+    factor times its patch size), refused with the nearest valid values."""
+    if facts is None:
         return
-    if num_frames is not None and rule.frames_error(num_frames):
-        raise UsageError(f"--num-frames {rule.frames_error(num_frames)}")
-    multiple = rule.spatial_multiple
+    if num_frames is not None and facts.frames_error(num_frames):
+        raise UsageError(f"--num-frames {facts.frames_error(num_frames)}")
     for name, value in (("height", height), ("width", width)):
-        if value is not None and value % multiple:
-            down = max(multiple, value // multiple * multiple)
-            raise UsageError(f"--{name} {value} must be a multiple of {multiple} for "
-                             f"{rule.family} (try {down} or {down + multiple})")
+        if value is not None and facts.size_error(name, value):
+            raise UsageError(f"--{facts.size_error(name, value)}")
 
 
 def resolve_model(args: argparse.Namespace) -> tuple[Any, str | None, tuple[str, int] | None]:
-    """``(rule, class_name, tiny)`` for ``args.model`` from ``model_index.json`` or the tiny id,
-    without loading weights; fills in the tiny pipelines' small default sizes."""
+    """``(facts, class_name, tiny)`` for ``args.model`` from ``model_index.json`` and the
+    components' configs (built on the meta device: no weights read) or the tiny id; fills in the
+    tiny pipelines' small default sizes. ``facts`` is ``None`` when the configs cannot be read
+    before loading (a hub id): :func:`vidmem.render` checks the same after loading, still before
+    denoising."""
     from ..loading import pipeline_class_name
-    from ..pipelines import rule_for_class
+    from ..pipelines import facts_for_model
     from ..tiny import parse_tiny_model_id, tiny_pipeline_class
 
     args.model = args.model or DEFAULT_MODEL
     try:
         tiny = parse_tiny_model_id(args.model)
         class_name = tiny_pipeline_class(tiny[0]) if tiny else pipeline_class_name(args.model)
-        rule = rule_for_class(class_name) if class_name else None
+        facts = facts_for_model(args.model, class_name) if class_name else None
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from None
     #: what vidmem filled in for a tiny pipeline (reported as defaults).
@@ -183,4 +184,4 @@ def resolve_model(args: argparse.Namespace) -> tuple[Any, str | None, tuple[str,
             if getattr(args, name, None) is None:
                 setattr(args, name, value)
                 args.tiny_defaults[name] = value
-    return rule, class_name, tiny
+    return facts, class_name, tiny

@@ -75,6 +75,9 @@ class FamilyAdapter:
     name: ClassVar[str] = "base"
     #: diffusers class names this adapter handles (matched on ``type(vae).__name__``).
     vae_classes: ClassVar[tuple[str, ...]] = ()
+    #: the frame rate this family's pipelines export at (the MP4's default when the call names
+    #: none: Wan 16, CogVideoX 8, LTX 24, Mochi 30, SVD 7).
+    default_fps: ClassVar[int] = 16
     streaming: ClassVar[Streaming] = "cache"
     #: whether the VAE's own decode clamps to [-1, 1] (the engine clamps after blending).
     clamps_output: ClassVar[bool] = False

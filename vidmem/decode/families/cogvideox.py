@@ -31,6 +31,7 @@ class CogVideoXFacts(ClipFacts):
 class CogVideoXAdapter(FamilyAdapter):
     name = "cogvideox"
     vae_classes = ("AutoencoderKLCogVideoX",)
+    default_fps = 8
     streaming = "cache"
     clamps_output = False
     min_tile_latent = 4

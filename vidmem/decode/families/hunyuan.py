@@ -36,6 +36,7 @@ from .windowed import WindowedDecoderAdapter
 class HunyuanVideoAdapter(WindowedDecoderAdapter):
     name = "hunyuanvideo"
     vae_classes = ("AutoencoderKLHunyuanVideo",)
+    default_fps = 24
     supports_clip_norm = True
     clip_norm_default = True
     # Window mode (whole_clip_norm=False), measured on the published config (benchmarks/

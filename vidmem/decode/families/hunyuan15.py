@@ -32,6 +32,7 @@ from .causal_cache import (CausalState, forwards_replaced, frame_causal_attentio
 class HunyuanVideo15Adapter(FamilyAdapter):
     name = "hunyuanvideo15"
     vae_classes = ("AutoencoderKLHunyuanVideo15",)
+    default_fps = 24
     streaming = "cache"
     clamps_output = False
     # x16: 4 latent px = 64 px. The mid-block attention and 3x3 convs see a tile as the whole

@@ -27,6 +27,7 @@ class ImageVAEFacts(ClipFacts):
 class ImageVAEAdapter(FamilyAdapter):
     name = "image"
     vae_classes = ("AutoencoderKL", "AutoencoderTiny", "AsymmetricAutoencoderKL", "ConsistencyDecoderVAE")
+    default_fps = 8
     streaming = "cache"  # no state, but chunks are exact: the "cache" is empty
     clamps_output = False
     min_tile_latent = 4

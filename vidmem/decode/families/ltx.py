@@ -54,6 +54,7 @@ class LTXPieceState:
 class LTXVideoAdapter(FamilyAdapter):
     name = "ltx"
     vae_classes = ("AutoencoderKLLTXVideo",)
+    default_fps = 24
     clamps_output = False
     #: Window-mode defaults (non-causal decoders). Measured on tiny and full-depth random
     #: decoders (tests/test_family_ltx.py; numbers in the adapter's report): cross-fading the

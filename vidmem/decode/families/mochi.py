@@ -49,6 +49,7 @@ from .causal_cache import CausalState, causal_time_input, forwards_replaced
 class MochiAdapter(FamilyAdapter):
     name = "mochi"
     vae_classes = ("AutoencoderKLMochi",)
+    default_fps = 30
     streaming = "cache"
     clamps_output = False
     min_tile_latent = 4

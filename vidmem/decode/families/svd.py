@@ -24,6 +24,7 @@ from .base import ClipFacts, FamilyAdapter, config_value
 class SVDTemporalAdapter(FamilyAdapter):
     name = "svd"
     vae_classes = ("AutoencoderKLTemporalDecoder",)
+    default_fps = 7
     streaming = "window"
     clamps_output = False
     # Measured (tests/test_family_svd.py; 24 frames, 8-frame chunks, PSNR vs full decode): SVD's

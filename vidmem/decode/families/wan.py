@@ -21,6 +21,7 @@ from .base import DecodeRun, FamilyAdapter, config_value
 class WanAdapter(FamilyAdapter):
     name = "wan"
     vae_classes = ("AutoencoderKLWan",)
+    default_fps = 16
     streaming = "cache"
     clamps_output = True
     min_tile_latent = 4
