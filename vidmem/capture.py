@@ -54,6 +54,9 @@ class CapturedClip:
     #: how the calls were joined, for the report (``"1 decode call"``, ``"3 sections ..."``).
     joined: str
     calls: int = 1
+    #: the pipeline's own output frames ``(T, H, W, 3)`` floats, when it ran with real decodes
+    #: (it feeds decoded pixels back into its loop, so they exist already): written as they are.
+    own_frames: Any = None
     #: the RNG states at the pipeline's first ``vae.decode`` (see :attr:`DecodeCapture.rng`).
     rng: dict[str, Any] | None = None
     #: frames the decode of ``decode_input`` gives (before any trimming).
@@ -81,8 +84,11 @@ class DecodeCapture:
     ``pipe.video_processor.postprocess_video`` hands its (meta) input back unchanged, recording
     its shape. Installed on the instances only, removed on exit, also when the call fails."""
 
-    def __init__(self, pipe: Any):
+    def __init__(self, pipe: Any, *, real: bool = False):
         self.pipe = pipe
+        #: hand the pipeline real decodes (its own ``vae.decode``) instead of meta stand-ins,
+        #: for pipelines that feed decoded pixels back into their loop (see :func:`run_capturing`).
+        self.real = real
         self.vae = pipe.vae
         self.calls: list[CapturedDecode] = []
         #: shape of the video the pipeline post-processed, ``(B, C, T, H, W)``.
@@ -138,6 +144,11 @@ class DecodeCapture:
             from .checkpoint import capture_rng
 
             self.rng = capture_rng()
+        if self.real:
+            output = self._decode(*args, **kwargs)
+            sample = output[0] if isinstance(output, (tuple, list)) else output.sample
+            self.calls.append(CapturedDecode(_clone(latents), decode_kwargs, tuple(sample.shape)))
+            return output
         shape = self._output_shape(latents, decode_kwargs)
         self.calls.append(CapturedDecode(_clone(latents), decode_kwargs, shape))
         param = next(self.vae.parameters(), None)
@@ -148,9 +159,10 @@ class DecodeCapture:
     def _capture_post(self, video: Any = None, *args: Any, **kwargs: Any) -> Any:
         if video is None:
             video = kwargs.pop("video", None)
-        if isinstance(video, torch.Tensor) and video.is_meta:
+        if isinstance(video, torch.Tensor):
             self.final_shape = tuple(video.shape)
-            return video
+            if video.is_meta:
+                return video
         return self._postprocess(video, *args, **kwargs)
 
     def _output_shape(self, latents: torch.Tensor, decode_kwargs: dict) -> tuple[int, ...]:
@@ -225,12 +237,16 @@ def assemble(calls: list[CapturedDecode], pipeline: str = "the pipeline") -> tup
     if varying:
         raise UnsupportedModel(f"{pipeline} decoded {len(calls)} pieces with different arguments "
                                f"({', '.join(sorted(varying))}); vidmem cannot join them")
+    if len({z.shape[2] for z in latents}) == 1:  # equal lengths: tiles, if they place as tiles
+        try:
+            return DecodeInput(_join_tiles(latents, pipeline), dict(kwargs)), \
+                f"{len(calls)} spatial tiles joined"
+        except UnsupportedModel:
+            if len({z.shape[3:] for z in latents}) != 1:
+                raise
     if len({z.shape[3:] for z in latents}) == 1:
         return DecodeInput(_join_in_time(latents, pipeline), dict(kwargs)), \
             f"{len(calls)} sections joined in time"
-    if len({z.shape[2] for z in latents}) == 1:
-        return DecodeInput(_join_tiles(latents, pipeline), dict(kwargs)), \
-            f"{len(calls)} spatial tiles joined"
     raise UnsupportedModel(f"{pipeline} decoded {len(calls)} pieces that differ in both length "
                            f"and size; vidmem cannot join them")
 
@@ -305,3 +321,62 @@ def _join_tiles(tiles: list[torch.Tensor], pipeline: str) -> torch.Tensor:
         raise UnsupportedModel(f"{pipeline}'s {len(tiles)} spatial tiles leave gaps; vidmem "
                                f"cannot join them")
     return clip
+
+
+#: pipeline classes found, in this process, to feed decoded pixels back into their loop.
+_FEEDS_PIXELS_BACK: set[str] = set()
+
+
+def _meta_error(error: BaseException) -> bool:
+    return isinstance(error, (RuntimeError, NotImplementedError, TypeError)) and \
+        "meta" in str(error)
+
+
+def _generators(value: Any) -> list[torch.Generator]:
+    if isinstance(value, torch.Generator):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [g for g in value if isinstance(g, torch.Generator)]
+    return []
+
+
+def run_capturing(pipe: Any, kwargs: dict[str, Any], *, output_type: str = "np",
+                  warn: Any = None) -> tuple[Any, CapturedClip]:
+    """``pipe(output_type=..., **kwargs)`` with its decode captured; returns its result and the
+    captured clip.
+
+    A pipeline that uses its decoded frames inside its loop (WanAnimate conditions each segment
+    on the previous segment's last decoded frames) cannot run on meta stand-ins: the first such
+    use fails with a meta-device error. The call is then run again from the same random states
+    with real decodes (the pipeline's own ``vae.decode``: the loop's frames cost what they cost
+    without vidmem; the video is still written by the streaming decode of the captured latents),
+    and the class is remembered for the rest of the process. ``warn(message)`` is told."""
+    name = type(pipe).__name__
+    generators = _generators(kwargs.get("generator"))
+    states = [g.get_state() for g in generators]
+    cpu_state = torch.get_rng_state()
+    real = name in _FEEDS_PIXELS_BACK
+    while True:
+        with DecodeCapture(pipe, real=real) as capture:
+            try:
+                result = pipe(output_type=output_type, **kwargs)
+            except Exception as e:
+                if real or not capture.calls or not _meta_error(e):
+                    raise
+                _FEEDS_PIXELS_BACK.add(name)
+                if warn is not None:
+                    warn(f"{name} uses its decoded frames inside its loop; running it again with "
+                         f"real decodes there (the loop's frames take the memory they take "
+                         f"without vidmem; the video is still streamed)")
+                for g, state in zip(generators, states):
+                    g.set_state(state)
+                torch.set_rng_state(cpu_state)
+                real = True
+                continue
+        clip = capture.clip(result)
+        if real:
+            frames = getattr(result, "frames", None)
+            if frames is None and isinstance(result, (tuple, list)):
+                frames = result[0]
+            clip.own_frames = frames[0] if frames is not None else None
+        return result, clip

@@ -166,8 +166,9 @@ def facts_from(pipeline_class: type, vae: Any, denoiser_config: Any = None,
     family, temporal, causal, spatial, fps = _vae_factors(vae, pipe)
     params = call_signature(pipeline_class).parameters
     default_frames = params["num_frames"].default if "num_frames" in params else None
-    frame_rule = True
-    if isinstance(default_frames, int) and temporal > 1:
+    # an unknown (generic) VAE's frame rule is not known before it decodes: the pipeline checks
+    frame_rule = family != "generic"
+    if frame_rule and isinstance(default_frames, int) and temporal > 1:
         frame_rule = ((default_frames - 1) % temporal == 0) if causal \
             else default_frames % temporal == 0
     for name in ("fps", "frame_rate"):  # the rate the pipeline conditions on, when it has one

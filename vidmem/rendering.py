@@ -37,7 +37,7 @@ from .offload import AppliedPlan, OffloadPlan
 from .outputs import OutputClaim, check_video_path
 from .parallel import DecodeSplit, Session, split_job
 from .parallel.decode import run_share, share_decode_input
-from .capture import DecodeCapture
+from .capture import run_capturing
 from .pipelines import call_arguments, check_call, expected_vae_latents, facts_for
 
 log = logging.getLogger("vidmem")
@@ -308,6 +308,24 @@ def _decode_and_write(vae: torch.nn.Module, latents: torch.Tensor, path: Path,
                         baseline_rss_bytes=baseline_rss, memory=memory)
 
 
+def _write_own_frames(frames: Any, claim: OutputClaim, settings: WriterSettings,
+                      progress: ProgressFn | None, chunk: int = 16) -> RenderReport:
+    """Write frames the pipeline decoded itself (a loop that feeds its decoded frames back has
+    them in memory anyway), a chunk at a time, to the claimed video."""
+    hook = (lambda n, _b: progress("write", n, 0)) if progress else None
+    writer = VideoWriter(claim.video, settings=settings, progress=hook, lock=claim.lock)
+    t = time.perf_counter()
+    with writer:
+        for start in range(0, len(frames), chunk):
+            writer.write(frames[start:start + chunk])
+    shape = tuple(frames.shape)
+    return RenderReport(path=str(claim.video), frames=writer.frames_written, height=int(shape[1]),
+                        width=int(shape[2]), fps=float(settings.fps),
+                        seconds={"write": time.perf_counter() - t},
+                        peak_rss_bytes=peak_rss_bytes(), peak_cuda_bytes=cuda_peak_bytes(),
+                        file_bytes=claim.video.stat().st_size)
+
+
 def _first_frames(chunks: Any, limit: int) -> Any:
     """The chunks' first ``limit`` frames. The chunks after the limit are still decoded (a split
     decode's ranks run the same plan to its end), and dropped."""
@@ -323,7 +341,8 @@ def _first_frames(chunks: Any, limit: int) -> Any:
 
 def model_id_of(pipe: Any) -> str | None:
     """What ``vidmem decode`` should load the VAE from: the pipeline's path or hub id."""
-    return getattr(pipe, "_vidmem_model_id", None) or getattr(pipe, "name_or_path", None) or None
+    source = getattr(pipe, "_vidmem_model_id", None) or getattr(pipe, "name_or_path", None)
+    return str(source) if source else None  # from_pretrained(Path(...)) keeps the Path
 
 
 def pipeline_defaults(pipe: Any, given: dict[str, Any]) -> dict[str, Any]:
@@ -432,12 +451,18 @@ def render(pipe: Any, out_path: str | Path, *, decode_options: DecodeOptions | N
         if progress is not None and session.is_writer:
             progress("denoise", 0, 0)
         t0 = time.perf_counter()
-        with DecodeCapture(pipe) as capture:  # the pipeline's own decode, captured
-            result = pipe(output_type="np", **pipeline_kwargs)
-        clip = capture.clip(result)
+        # the pipeline's own call, its decode captured (vidmem.capture)
+        result, clip = run_capturing(pipe, pipeline_kwargs, warn=lambda m: log.warning("%s", m))
         t1 = time.perf_counter()
         vae_input = clip.decode_input
         del result
+        if clip.own_frames is not None and session.is_writer:  # decoded in its loop already
+            report = _write_own_frames(clip.own_frames, claim, writer, progress)
+            report.seconds = {"denoise": t1 - t0, **report.seconds}
+            report.defaults = defaults
+            report.notes = notes + [f"{type(pipe).__name__} decoded its frames inside its loop "
+                                    f"(it conditions on them); its own frames were written"]
+            return report
         batch = vae_input.latents.shape[0] if vae_input.latents.ndim == 5 else 1
         if batch != 1:
             raise InvalidOptions(f"render writes one video; the pipeline decoded {batch} (use "
