@@ -55,7 +55,9 @@ def check_args(args: argparse.Namespace) -> None:
     check_sizes_for_family(facts, args.num_frames, args.height, args.width)
     args.pipeline_args = parse_pipeline_args(args.arg)
     if facts is not None:  # a required input left out: named before loading
-        given = dict(args.pipeline_args, image=args.image, video=getattr(args, "video", None))
+        given = dict(args.pipeline_args, image=args.image, video=getattr(args, "video", None),
+                     prompt=args.prompt or DEFAULT_PROMPT, negative_prompt=args.negative_prompt,
+                     num_frames=args.num_frames, height=args.height, width=args.width)
         missing = facts.missing_inputs(given)
         if missing:
             from ..pipelines import CLI_INPUTS
@@ -126,8 +128,32 @@ def call_kwargs(args: argparse.Namespace, pipe: Any, log: Any) -> dict[str, Any]
         from diffusers.utils import load_video
 
         kwargs["video"] = load_video(args.video)
-    kwargs.update(args.pipeline_args)
+    kwargs.update({name: load_media(value) for name, value in args.pipeline_args.items()})
     return kwargs
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif")
+
+
+def load_media(value: Any) -> Any:
+    """An ``--arg`` value naming an image or video file, loaded as the pipeline takes it (a PIL
+    image; a list of PIL frames), so control, mask and pose videos go in like ``--video``; any
+    other value as given."""
+    import os
+
+    if not isinstance(value, str) or not os.path.isfile(value):
+        return value
+    suffix = os.path.splitext(value)[1].lower()
+    if suffix in IMAGE_SUFFIXES:
+        from diffusers.utils import load_image
+
+        return load_image(value)
+    if suffix in VIDEO_SUFFIXES:
+        from diffusers.utils import load_video
+
+        return load_video(value)
+    return value
 
 
 def quiet_libraries(quiet: bool) -> None:
