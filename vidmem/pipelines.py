@@ -293,43 +293,6 @@ def expected_vae_latents(pipe: Any, call: dict[str, Any],
 CLI_INPUTS = {"image": "--image PATH", "video": "--video PATH", "prompt": "--prompt TEXT"}
 
 
-def check_call(facts: PipelineFacts, pipe: Any, kwargs: dict[str, Any]) -> None:
-    """Refuse, before denoising, a call the pipeline cannot make: a required input left out, a
-    frame count its VAE cannot produce or its transformer cannot reach, a size that is not a
-    multiple of the VAE's factor times the patch size, steps or sizes that are not positive
-    (the same checks the CLI makes before loading)."""
-    from .feasibility import frames_error as reach_error
-
-    missing = facts.missing_inputs(kwargs)
-    if missing:
-        hints = ", ".join(f"{n}=... (CLI: {CLI_INPUTS.get(n, f'--arg {n}=VALUE')})"
-                          for n in missing)
-        raise InvalidOptions(f"{facts.pipeline_class} needs {hints}")
-    for name in ("num_frames", "height", "width", "num_inference_steps"):
-        value = kwargs.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise InvalidOptions(f"{name} must be a positive whole number, got {value!r}")
-    frames = kwargs.get("num_frames")
-    if frames is not None:
-        problem = facts.frames_error(int(frames))
-        if problem:
-            raise InvalidOptions(problem)
-        transformer = getattr(pipe, "transformer", None)
-        if transformer is not None and facts.frame_rule:  # the model's reach (its rotary table)
-            problem = reach_error(int(frames), transformer,
-                                  temporal_factor=max(1, facts.temporal_factor),
-                                  causal_first_frame=facts.causal_first_frame)
-            if problem:
-                raise InvalidOptions(problem)
-    for name in ("height", "width"):
-        if kwargs.get(name) is not None:
-            problem = facts.size_error(name, int(kwargs[name]))
-            if problem:
-                raise InvalidOptions(problem)
-
-
 def facts_for_model(model: str, class_name: str) -> PipelineFacts | None:
     """The facts of the pipeline saved at ``model`` (class ``class_name``), before loading it:
     the VAE and the denoiser's config built on the meta device. ``None`` where the configs are
@@ -368,8 +331,13 @@ def _facts_for_model(model: str, class_name: str) -> PipelineFacts | None:
     tiny = parse_tiny_model_id(model)
     if tiny:
         return facts_for(tiny_pipeline(*tiny))
-    if not Path(model).is_dir():
-        return None
+    if not Path(model).is_dir():  # a hub id: the configs vidmem.shapes reproduces, if known
+        from .shapes import known_pipeline_configs
+
+        known = known_pipeline_configs(model)
+        if known is None:
+            return None
+        model = str(known)
     from .loading import vae_skeleton
 
     vae = vae_skeleton(model)

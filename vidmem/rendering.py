@@ -38,7 +38,8 @@ from .outputs import OutputClaim, check_video_path
 from .parallel import DecodeSplit, Session, split_job
 from .parallel.decode import run_share, share_decode_input
 from .capture import run_capturing
-from .pipelines import call_arguments, check_call, expected_vae_latents, facts_for
+from .pipelines import (CLI_INPUTS, PipelineFacts, call_arguments, expected_vae_latents,
+                        facts_for)
 
 log = logging.getLogger("vidmem")
 
@@ -324,6 +325,41 @@ def _write_own_frames(frames: Any, claim: OutputClaim, settings: WriterSettings,
                         seconds={"write": time.perf_counter() - t},
                         peak_rss_bytes=peak_rss_bytes(), peak_cuda_bytes=cuda_peak_bytes(),
                         file_bytes=claim.video.stat().st_size)
+
+
+def check_call(facts: PipelineFacts, pipe: Any, kwargs: dict[str, Any]) -> None:
+    """Refuse, before denoising, a call the pipeline cannot make: a required input left out, a
+    frame count its VAE cannot produce or its transformer cannot reach, a size that is not a
+    multiple of the VAE's factor times the patch size, steps or sizes that are not positive
+    (the same checks the CLI makes before loading)."""
+    missing = facts.missing_inputs(kwargs)
+    if missing:
+        hints = ", ".join(f"{n}=... (CLI: {CLI_INPUTS.get(n, f'--arg {n}=VALUE')})"
+                          for n in missing)
+        raise InvalidOptions(f"{facts.pipeline_class} needs {hints}")
+    for name in ("num_frames", "height", "width", "num_inference_steps"):
+        value = kwargs.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise InvalidOptions(f"{name} must be a positive whole number, got {value!r}")
+    frames = kwargs.get("num_frames")
+    if frames is not None:
+        problem = facts.frames_error(int(frames))
+        if problem:
+            raise InvalidOptions(problem)
+        transformer = getattr(pipe, "transformer", None)
+        if transformer is not None and facts.frame_rule:  # the model's reach (its rotary table)
+            problem = frames_error(int(frames), transformer,
+                                  temporal_factor=max(1, facts.temporal_factor),
+                                  causal_first_frame=facts.causal_first_frame)
+            if problem:
+                raise InvalidOptions(problem)
+    for name in ("height", "width"):
+        if kwargs.get(name) is not None:
+            problem = facts.size_error(name, int(kwargs[name]))
+            if problem:
+                raise InvalidOptions(problem)
 
 
 def _first_frames(chunks: Any, limit: int) -> Any:

@@ -48,8 +48,8 @@ def test_every_help_example_runs_as_printed(argv, tmp_path):
 REFUSED = [
     (["--num-frames", "16"], "nearest valid: 13 or 17"),
     (["--height", "70"], "multiple of 16"),
-    (["--model", "vidmem-tiny:ltx:0", "--num-frames", "12"], "needs 8k+1 frames; nearest valid: 9 or 17"),
-    (["--model", "vidmem-tiny:mochi:0", "--num-frames", "9"], "needs 6k+1 frames; nearest valid: 7 or 13"),
+    (["--model", "vidmem-tiny:ltx:0", "--num-frames", "12"], "makes 8k+1 frames; nearest valid: 9 or 17"),
+    (["--model", "vidmem-tiny:mochi:0", "--num-frames", "9"], "makes 6k+1 frames; nearest valid: 7 or 13"),
     (["--model", "vidmem-tiny:ltx:0", "--height", "80"], "--height 80 must be a multiple of 32"),
     (["--model", "vidmem-tiny:sora:0"], "unknown tiny pipeline family 'sora'"),
     (["--model", "Wan-AI/Wan2.1-T2V-14B-Diffusers", "--num-frames", "80"], "nearest valid: 77 or 81"),
