@@ -23,8 +23,18 @@ from zoo import all_cases, save_and_load
 FAST = {"helios", "framepack", "ltx-long-multi-prompt", "skyreels-df", "classic-wan"}
 
 
+#: cases that do not render yet, and why (kept in the matrix, strict: a fix must remove them).
+KNOWN_GAPS = {
+    "allegro": "AutoencoderKLAllegro.decode returns frames first (B, F, C, H, W) and decodes "
+               "only tiled; vidmem has no Allegro adapter yet, and the generic one assumes "
+               "(B, C, T, H, W)",
+}
+
+
 def _param(case):
     marks = [getattr(pytest.mark, m) for m in case.marks]
+    if case.name in KNOWN_GAPS:
+        marks.append(pytest.mark.xfail(reason=KNOWN_GAPS[case.name], strict=True))
     if case.name not in FAST and "slow" not in case.marks:
         marks.append(pytest.mark.slow)
     return pytest.param(case, id=case.name, marks=marks)
@@ -44,6 +54,11 @@ def test_zoo_pipeline_renders_what_it_decodes(case, tmp_path):
     from vidmem.checkpoint import load_checkpoint
 
     pipe = save_and_load(case.build(0), tmp_path / "model")
+    # the VAE's own temporal tiling (HunyuanVideo's framewise decoding is on by default) is what
+    # vidmem's streaming replaces: the reference is the VAE's whole decode
+    for name in ("use_tiling", "use_framewise_decoding"):
+        if getattr(pipe.vae, name, False) and name not in case.notes:
+            setattr(pipe.vae, name, False)
     torch.manual_seed(7)
     own = _uint8(pipe(output_type="np", **case.call()).frames[0])
     out = tmp_path / "clip.mp4"
@@ -57,9 +72,10 @@ def test_zoo_pipeline_renders_what_it_decodes(case, tmp_path):
     ckpt = load_checkpoint(report.latents_path)
     plan = vidmem.plan_decode(pipe.vae, ckpt.decode_input.latents,
                               decode_kwargs=ckpt.decode_input.decode_kwargs)
-    if plan.streaming == "window" and len(plan.windows) > 1:
-        # a non-causal decoder's windows are cross-faded (approximate by design, measured in
-        # RESULTS.md); decoded in one window, the capture itself is what is checked here
+    if len(plan.windows) > 1 and (plan.streaming == "window" or plan.clip_norm == "estimate"):
+        # a non-causal decoder's windows are cross-faded, HunyuanVideo's statistics estimated
+        # (approximate by design, measured in RESULTS.md); decoded in one window, the capture
+        # itself is what is checked here
         torch.manual_seed(7)
         report = vidmem.render(pipe, out, lossless=True, keep_latents=True, overwrite=True,
                                chunk_frames=16 * plan.frames, **case.call())
@@ -75,7 +91,8 @@ def test_zoo_pipeline_renders_what_it_decodes(case, tmp_path):
     with torch.no_grad():
         full = pipe.vae.decode(ckpt.decode_input.latents.to(pipe.vae.dtype),
                                **ckpt.decode_input.decode_kwargs).sample
-    full = _uint8((full[0].permute(1, 2, 3, 0).float().numpy() + 1) / 2)[:got.shape[0]]
+    first = int(ckpt.extra.get("first_frame", 0))
+    full = _uint8((full[0].permute(1, 2, 3, 0).float().numpy() + 1) / 2)[first:first + got.shape[0]]
     assert got.shape == full.shape and got.shape[1:] == own.shape[1:]
     assert int(np.abs(got - full).max()) <= 1
     if own.shape == full.shape:

@@ -57,6 +57,8 @@ class CapturedClip:
     #: the pipeline's own output frames ``(T, H, W, 3)`` floats, when it ran with real decodes
     #: (it feeds decoded pixels back into its loop, so they exist already): written as they are.
     own_frames: Any = None
+    #: the first decoded frame the pipeline's output keeps (HunyuanVideo I2V drops 4).
+    first_frame: int = 0
     #: the RNG states at the pipeline's first ``vae.decode`` (see :attr:`DecodeCapture.rng`).
     rng: dict[str, Any] | None = None
     #: frames the decode of ``decode_input`` gives (before any trimming).
@@ -65,7 +67,17 @@ class CapturedClip:
     @property
     def output_frames(self) -> int | None:
         """Frames of the video written: the pipeline's, or all the decode gives."""
-        return self.frames if self.frames is not None else self.total_frames
+        if self.frames is not None:
+            return self.frames
+        return None if self.total_frames is None else self.total_frames - self.first_frame
+
+
+def _first_frame_of(video: torch.Tensor) -> int:
+    """Where along time (dim 2) a view of a stand-in starts: its storage offset in frames
+    (0 for a tensor of its own, e.g. a concatenation)."""
+    if video.ndim != 5 or video.stride(2) <= 0:
+        return 0
+    return int(video.storage_offset() // video.stride(2))
 
 
 def _clone(value: Any) -> Any:
@@ -93,6 +105,9 @@ class DecodeCapture:
         self.calls: list[CapturedDecode] = []
         #: shape of the video the pipeline post-processed, ``(B, C, T, H, W)``.
         self.final_shape: tuple[int, ...] | None = None
+        #: the first decoded frame the post-processed video starts at (a slice of the stand-in,
+        #: such as HunyuanVideo I2V's ``video[:, :, 4:]``, is a view that says where it starts).
+        self.final_start = 0
         #: the RNG states when the pipeline first called ``vae.decode`` (a decoder that injects
         #: noise from the global generator draws from there, whatever the call does after).
         self.rng: dict[str, Any] | None = None
@@ -161,6 +176,7 @@ class DecodeCapture:
             video = kwargs.pop("video", None)
         if isinstance(video, torch.Tensor):
             self.final_shape = tuple(video.shape)
+            self.final_start = _first_frame_of(video)
             if video.is_meta:
                 return video
         return self._postprocess(video, *args, **kwargs)
@@ -198,21 +214,25 @@ class DecodeCapture:
                 frames = returned[0]
             if isinstance(frames, torch.Tensor) and frames.is_meta and frames.ndim == 5:
                 shape = tuple(frames.shape)
+                self.final_start = _first_frame_of(frames)
         full = self._output_shape(decode_input.latents, decode_input.decode_kwargs)
         kept = None
+        first = 0
         total_frames = full[2] if len(full) == 5 else full[0]
         if shape is not None and len(shape) == 5 and len(full) in (4, 5):
             time_axis, total = (2, full[2]) if len(full) == 5 else (0, full[0])
             frames, height, width = shape[2], shape[3], shape[4]
-            if (height, width) != tuple(full[-2:]) or frames > total:
+            start = self.final_start
+            if (height, width) != tuple(full[-2:]) or start + frames > total:
                 raise UnsupportedModel(
                     f"{name} post-processes its decoded frames in a way vidmem cannot follow: "
                     f"the decode gives {total} frames of {full[-1]}x{full[-2]}, its output has "
                     f"{frames} frames of {width}x{height}")
             del time_axis
-            kept = frames if frames < total else None
+            kept = frames if start or frames < total else None
+            first = start
         return CapturedClip(decode_input, kept, joined, calls=len(self.calls),
-                            total_frames=int(total_frames), rng=self.rng)
+                            total_frames=int(total_frames), rng=self.rng, first_frame=first)
 
 
 def assemble(calls: list[CapturedDecode], pipeline: str = "the pipeline") -> tuple[DecodeInput,
@@ -328,8 +348,10 @@ _FEEDS_PIXELS_BACK: set[str] = set()
 
 
 def _meta_error(error: BaseException) -> bool:
-    return isinstance(error, (RuntimeError, NotImplementedError, TypeError)) and \
-        "meta" in str(error)
+    """An error a stand-in can cause: a meta tensor used as pixels (in arithmetic with real
+    tensors, copied out, or handed to numpy as a safety checker does)."""
+    return isinstance(error, (RuntimeError, NotImplementedError, TypeError, AttributeError,
+                              ValueError, IndexError))
 
 
 def _generators(value: Any) -> list[torch.Generator]:
@@ -365,9 +387,9 @@ def run_capturing(pipe: Any, kwargs: dict[str, Any], *, output_type: str = "np",
                     raise
                 _FEEDS_PIXELS_BACK.add(name)
                 if warn is not None:
-                    warn(f"{name} uses its decoded frames inside its loop; running it again with "
-                         f"real decodes there (the loop's frames take the memory they take "
-                         f"without vidmem; the video is still streamed)")
+                    warn(f"{name} uses its decoded frames after decoding them ({type(e).__name__}: "
+                         f"{e}); running it again with real decodes, and writing its own frames "
+                         f"(they take the memory they take without vidmem)")
                 for g, state in zip(generators, states):
                     g.set_state(state)
                 torch.set_rng_state(cpu_state)

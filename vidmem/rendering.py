@@ -160,12 +160,12 @@ def decode_to_video(vae: torch.nn.Module, latents: torch.Tensor, path: str | Pat
                     writer_options: dict[str, Any] | None = None,
                     oom_fallback: bool | None = None,
                     memory_breakdown: bool | None = None,
-                    frames: int | None = None) -> RenderReport:
+                    frames: int | None = None, first_frame: int = 0) -> RenderReport:
     """Decode ``latents`` (what ``vae.decode`` takes) straight into an MP4 at ``path``.
 
-    ``frames``: write only the first ``frames`` decoded frames (what a pipeline's own output
-    keeps when its post-processing trims the decode, e.g. Helios' and FramePack's ``4k+1``);
-    ``None``: all of them.
+    ``frames``, ``first_frame``: write only ``frames`` decoded frames from ``first_frame`` on
+    (what a pipeline's own output keeps when its post-processing trims the decode: Helios' and
+    FramePack's ``4k+1``, HunyuanVideo I2V's first 4 frames dropped); ``None``: all of them.
 
     Only one chunk of frames is alive at a time; the writer encodes chunk ``k`` on its thread
     while chunk ``k + 1`` decodes. ``decode_options`` (:class:`vidmem.DecodeOptions`: chunks,
@@ -218,7 +218,7 @@ def decode_to_video(vae: torch.nn.Module, latents: torch.Tensor, path: str | Pat
             log.warning("%s", note)
         report = _decode_and_write(vae, latents, claim.video if claim else Path(path), decode,
                                    writer, decode_kwargs, progress, session, work,
-                                   claim.lock if claim else None, frames)
+                                   claim.lock if claim else None, frames, first_frame)
     finally:
         if claim is not None:
             claim.release()
@@ -230,7 +230,7 @@ def _decode_and_write(vae: torch.nn.Module, latents: torch.Tensor, path: Path,
                       decode: DecodeOptions, settings: WriterSettings,
                       decode_kwargs: dict | None, progress: ProgressFn | None, session: Session,
                       work: DecodeSplit | None, lock: Any,
-                      keep_frames: int | None = None) -> RenderReport:
+                      keep_frames: int | None = None, first_frame: int = 0) -> RenderReport:
     retries: list[str] = []
     decode_progress = (lambda d, t: progress("decode", d, t)) if progress else None
     if decode.oom_fallback:
@@ -244,8 +244,8 @@ def _decode_and_write(vae: torch.nn.Module, latents: torch.Tensor, path: Path,
     else:
         chunks = decode_latents(vae, latents, output_type="uint8", progress=decode_progress,
                                 split=work, decode_kwargs=decode_kwargs, **decode.tiling())
-    if keep_frames is not None:
-        chunks = _first_frames(chunks, keep_frames)
+    if keep_frames is not None or first_frame:
+        chunks = _frame_range(chunks, first_frame, keep_frames)
     if not session.is_writer:  # --- scale-out (#14): decode a share, write nothing
         t = time.perf_counter()
         run_share(chunks)
@@ -362,17 +362,17 @@ def check_call(facts: PipelineFacts, pipe: Any, kwargs: dict[str, Any]) -> None:
                 raise InvalidOptions(problem)
 
 
-def _first_frames(chunks: Any, limit: int) -> Any:
-    """The chunks' first ``limit`` frames. The chunks after the limit are still decoded (a split
-    decode's ranks run the same plan to its end), and dropped."""
-    left = limit
+def _frame_range(chunks: Any, first: int, count: int | None) -> Any:
+    """The chunks' frames ``first`` to ``first + count``. The chunks after them are still
+    decoded (a split decode's ranks run the same plan to its end), and dropped."""
+    position, stop = 0, (None if count is None else first + count)
     for chunk in chunks:
-        if left <= 0:
-            continue
-        if chunk.shape[0] > left:
-            chunk = chunk[:left]
-        left -= chunk.shape[0]
-        yield chunk
+        n = int(chunk.shape[0])
+        lo = max(first - position, 0)
+        hi = n if stop is None else min(stop - position, n)
+        position += n
+        if hi > lo:
+            yield chunk if (lo, hi) == (0, n) else chunk[lo:hi]
 
 
 def model_id_of(pipe: Any) -> str | None:
@@ -513,6 +513,7 @@ def render(pipe: Any, out_path: str | Path, *, decode_options: DecodeOptions | N
             ckpt, note = save_checkpoint_anywhere(
                 claim.files.latents, vae_input, model=model_id_of(pipe), family=facts.family,
                 frames=clip.output_frames, rng_states=rng,
+                extra={"first_frame": clip.first_frame} if clip.first_frame else None,
                 vae_dtype=next(pipe.vae.parameters()).dtype, decode_options=decode,
                 writer_settings=writer)
             if note:
@@ -529,7 +530,7 @@ def render(pipe: Any, out_path: str | Path, *, decode_options: DecodeOptions | N
                                      writer_settings=writer,
                                      decode_kwargs=vae_input.decode_kwargs, progress=progress,
                                      overwrite=overwrite, process_group=session,
-                                     frames=clip.frames)
+                                     frames=clip.frames, first_frame=clip.first_frame)
         except (DecodeFailed, DecodeInterrupted) as e:
             kept = _kept_message(e.partial, e.frames_played, ckpt, resume)
             reason = f"{e.reason} after denoising"

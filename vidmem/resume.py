@@ -106,6 +106,7 @@ def resume_decode(checkpoint: str | os.PathLike | LatentCheckpoint, out: str | o
                                  decode_options=decode, writer_settings=writer,
                                  decode_kwargs=ckpt.decode_input.decode_kwargs, progress=progress,
                                  overwrite=overwrite, resume=True, process_group=process_group,
-                                 frames=ckpt.frames)
+                                 frames=ckpt.frames,
+                                 first_frame=int(ckpt.extra.get("first_frame", 0)))
     report.notes = notes + report.notes
     return report

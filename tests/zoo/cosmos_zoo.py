@@ -82,9 +82,9 @@ def _video2world(seed: int):
 
 def _video2world_call() -> dict:
     rng = np.random.default_rng(0)
-    image = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    image = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
     return dict(image=image, prompt="a plate is scrubbed clean", negative_prompt="bad quality",
-                height=64, width=64, num_frames=9, num_inference_steps=2, guidance_scale=3.0,
+                height=32, width=32, num_frames=9, num_inference_steps=2, guidance_scale=3.0,
                 fps=16, max_sequence_length=32, generator=torch.Generator().manual_seed(0))
 
 

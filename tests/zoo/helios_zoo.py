@@ -13,7 +13,8 @@ with ``postprocess_video``. It decodes even for ``output_type="latent"`` (then r
 The number of chunks is ``ceil(num_frames / (4 (n - 1) + 1))``.
 
 Here: ``num_latent_frames_per_chunk=2`` (real: 9) and ``num_frames=9`` -> 2 chunks of 5 decoded
-frames -> 10 -> trimmed to 9. ``history_sizes`` keeps the released ``[16, 2, 1]``.
+frames -> 10 -> trimmed to 9, at 32 x 32 pixels. ``history_sizes`` keeps the released
+``[16, 2, 1]``.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def _helios(seed: int):
 
 def _helios_call() -> dict:
     return dict(prompt="a cat and a dog bake a cake", negative_prompt="blurry, static",
-                height=64, width=64, num_frames=9, num_latent_frames_per_chunk=2,
+                height=32, width=32, num_frames=9, num_latent_frames_per_chunk=2,
                 num_inference_steps=2, guidance_scale=5.0, max_sequence_length=32,
                 generator=torch.Generator().manual_seed(0))
 
