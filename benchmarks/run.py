@@ -3,7 +3,10 @@
 Benchmarks: VAE decode alone (``bench_decode``), MP4 writing alone (``bench_writer``), end to
 end, latents to MP4, the diffusers way vs ``vidmem.decode_to_video``, with the breakdown of
 vidmem's peak host memory (``bench_e2e``, the realistic Wan config at 41 / 161 / 321 frames and
-the earlier tiny config at 33 to 321 frames; ``--quick``: the tiny config only), decode
+the earlier tiny config at 33 to 321 frames; ``--quick``: the tiny config only), a long-video
+pipeline end to end (``bench_long_clip``: ``SkyReelsV2DiffusionForcingPipeline`` in overlapping
+chunks with one whole-clip decode, its own ``output_type="np"`` + ``export_to_video`` vs
+``vidmem.render``, 480x832 at 241 / 481 / 961 frames; ``--quick``: 64x96 at 17 / 33), decode
 quality per VAE family on tiny configs (``bench_quality``) and on the published configs
 (``bench_quality_published``: the quality headline), simulated vs measured stage peaks for
 offload plans (``bench_plan``; its GPU columns with ``--device cuda``), and with ``--device
@@ -27,8 +30,8 @@ import platform
 import sys
 from pathlib import Path
 
-from . import (bench_decode, bench_distributed, bench_e2e, bench_gpu_decode, bench_offload,
-               bench_plan, bench_quality, bench_quality_published, bench_writer)
+from . import (bench_decode, bench_distributed, bench_e2e, bench_gpu_decode, bench_long_clip,
+               bench_offload, bench_plan, bench_quality, bench_quality_published, bench_writer)
 from .common import plot_rss_vs_frames
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -37,7 +40,8 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 PLOTS = (("decode", "VAE decode: peak RSS vs frames"),
          ("writer", "MP4 writing: peak RSS vs frames"),
          ("e2e", "Decode + write MP4 (realistic Wan VAE): peak RSS vs frames"),
-         ("e2e_tiny", "Decode + write MP4 (tiny Wan VAE): peak RSS vs frames"))
+         ("e2e_tiny", "Decode + write MP4 (tiny Wan VAE): peak RSS vs frames"),
+         ("long_clip", "Long clip, SkyReels-V2 diffusion forcing: peak RSS vs frames"))
 
 
 def _plot(results: dict, out: Path) -> list[Path]:
@@ -45,7 +49,8 @@ def _plot(results: dict, out: Path) -> list[Path]:
     for name, title in PLOTS:
         if name not in results:
             continue
-        path = plot_rss_vs_frames(results[name]["rows"], title, out / f"{name}_rss.png")
+        rows = [r for r in results[name]["rows"] if "peak_rss" in r]  # not killed cases
+        path = plot_rss_vs_frames(rows, title, out / f"{name}_rss.png")
         if path is None:
             print("matplotlib not installed: skipping plots (pip install -e '.[bench]')",
                   file=sys.stderr)
@@ -72,6 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
         **({} if args.quick else {"e2e_tiny": bench_e2e.main(
             ["--config", "tiny", "--frames", "33", "81", "161", "321",
              "--out", str(args.out / "e2e_tiny.json"), "--no-plot"])}),
+        "long_clip": bench_long_clip.main(quick + ["--out", str(args.out / "long_clip.json")]),
         "quality": bench_quality.main(quick + ["--out", str(args.out / "quality.json")]),
         "quality_published": bench_quality_published.main(
             quick + ["--out", str(args.out / "quality_published.json")]),

@@ -92,3 +92,15 @@ def test_every_flag_has_help_that_names_its_default():
             assert action.help, f"vidmem {name} {flag} has no help"
             assert "default" in action.help or "required" in action.help, \
                 f"vidmem {name} {flag}: help does not say its default"
+
+
+def test_a_negative_budget_and_a_zero_budget_get_the_same_answer():
+    """`--budget -1` used to say "cannot parse" while `--budget 0` said "must be positive"."""
+    from vidmem.cli.errors import UsageError
+    from vidmem.cli.options import parse_budget
+
+    for text in ("-1", "0", "-2GiB", "0MiB"):
+        with pytest.raises(UsageError, match="a memory size must be positive"):
+            parse_budget(text)
+    with pytest.raises(UsageError, match="cannot parse memory size 'lots'"):
+        parse_budget("lots")

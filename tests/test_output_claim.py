@@ -110,8 +110,10 @@ def test_kept_latents_are_never_silently_overwritten(tiny_pipe, tmp_path, monkey
     ckpt = ClipFiles(out).latents
     before = ckpt.read_bytes()
     spy_denoise.clear()
-    with pytest.raises(OutputExists, match=r"kept its latents at .*vidmem decode .*--overwrite"):
+    with pytest.raises(OutputExists, match=r"kept its latents at .*vidmem decode .*pass "
+                                           r"overwrite=True") as refused:
         vidmem.render(tiny_pipe, out, **seeded())
+    assert "pass --overwrite" not in str(refused.value)  # the API's words to an API caller
     assert spy_denoise == [] and ckpt.read_bytes() == before
     proc = cli("render", "--out", out, "--num-frames", "5")
     assert proc.returncode == 2 and "vidmem decode" in proc.stderr and str(ckpt) in proc.stderr
@@ -125,7 +127,8 @@ def test_an_existing_video_needs_overwrite(tmp_path):
     out.write_bytes(b"an earlier video")
     first = out.read_bytes()
     proc = cli("render", "--out", out, "--num-frames", "9", "--quiet")
-    assert proc.returncode == 2 and "already exists" in proc.stderr and "--overwrite" in proc.stderr
+    assert proc.returncode == 2 and "already exists" in proc.stderr
+    assert "pass --overwrite" in proc.stderr and "overwrite=True" not in proc.stderr  # CLI words
     assert out.read_bytes() == first
     proc = cli("render", "--out", out, "--num-frames", "9", "--quiet", "--overwrite")
     assert proc.returncode == 0, proc.stderr

@@ -35,7 +35,10 @@ def parse_bytes(value: str | int | float) -> int:
         if value <= 0:
             raise InvalidOptions(f"a memory size must be positive, got {value!r}")
         return int(value)
-    m = _SIZE_RE.match(str(value))
+    text = str(value).strip()
+    if text.startswith("-"):  # a negative size is a size, just not a valid one: say so
+        raise InvalidOptions(f"a memory size must be positive, got {value!r}")
+    m = _SIZE_RE.match(text)
     unit = m.group(2).lower() if m else None
     if not m or unit not in _UNITS:
         raise InvalidOptions(f"cannot parse memory size {value!r}: use a number with a unit such as "

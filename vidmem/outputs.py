@@ -163,8 +163,8 @@ class OutputClaim:
                 problems.append(f"an earlier run left a partial stream {partial} ({frames} "
                                 f"frames play)")
         if problems:
-            raise OutputExists("; ".join(problems) + "; pass --overwrite (overwrite=True) to "
-                               "replace, or choose another output")
+            raise OutputExists("; ".join(problems) + "; pass overwrite=True to replace, or "
+                               "choose another output")
         for partial, _ in self.replaced_partials:
             partial.unlink(missing_ok=True)
 

@@ -46,12 +46,18 @@ def exit_status(error: BaseException) -> int:
     return 1
 
 
+#: the API's words in vidmem's messages, and the CLI flag a command-line user passes instead.
+CLI_WORDS = (("pass overwrite=True", "pass --overwrite"),)
+
+
 def report_error(error: BaseException) -> int:
     """Print ``error`` as the CLI's one line on stderr and return its exit status.
     ``VIDMEM_DEBUG=1`` prints the traceback as well."""
     if os.environ.get("VIDMEM_DEBUG") and not isinstance(error, KeyboardInterrupt):
         traceback.print_exception(error)
     text = " ".join(str(error).split())
+    for api, flag in CLI_WORDS:  # the library speaks in keyword arguments, the CLI in flags
+        text = text.replace(api, flag)
     if isinstance(error, KeyboardInterrupt):
         # DecodeInterrupted says what was kept and how to resume; a bare Ctrl-C says nothing.
         print(f"vidmem: {text}" if text else "vidmem: interrupted", file=sys.stderr)
