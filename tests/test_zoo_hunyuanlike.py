@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+#: the zoo builds' own checks (determinism, round trip); test_zoo_render renders them all
+pytestmark = pytest.mark.slow
+
 _MODULES = ("hunyuan_zoo", "kandinsky_zoo", "motif_zoo")
 
 

@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+#: the zoo builds' own checks (determinism, round trip); test_zoo_render renders them all
+pytestmark = pytest.mark.slow
+
 from zoo import save_and_load
 
 _MODULES = ("ltx_zoo", "ltx2_zoo", "cosmos_zoo", "helios_zoo")

@@ -20,8 +20,7 @@ from video_utils import read_video
 from zoo import all_cases, save_and_load
 
 #: cases run in the fast suite: one per decode pattern and the long-clip generators.
-FAST = {"helios", "hunyuan-framepack", "ltx-long-multi-prompt", "skyreels-v2-df", "hunyuan-i2v",
-        "wan-animate", "classic-wan"}
+FAST = {"helios", "hunyuan-framepack", "ltx-long-multi-prompt", "hunyuan-i2v", "wan-animate"}
 
 
 #: cases that do not render yet, and why (kept in the matrix, strict: a fix must remove them).
