@@ -1,9 +1,10 @@
-"""Orchestration: run the pipeline to latents, decode them chunk by chunk, stream to an MP4.
+"""Orchestration: run the pipeline with its decode captured, decode chunk by chunk, stream to MP4.
 
 Why not ``pipe(...)`` then ``export_to_video``: the pipeline would decode the whole clip at once
 (device memory grows with clip length) and hand back every frame as float32 on the host (host
-memory grows with clip length, 4x the size of the video in uint8). Here the pipeline stops at
-latents, and each decoded chunk goes to the writer as uint8 and is dropped.
+memory grows with clip length, 4x the size of the video in uint8). Here the pipeline's own call
+runs with its ``vae.decode`` captured (:mod:`vidmem.capture`: the latents it decodes recorded,
+meta stand-ins returned), and each decoded chunk goes to the writer as uint8 and is dropped.
 """
 
 from __future__ import annotations
@@ -401,8 +402,9 @@ def render(pipe: Any, out_path: str | Path, *, decode_options: DecodeOptions | N
            memory_breakdown: bool | None = None, **pipeline_kwargs: Any) -> RenderReport:
     """Run ``pipe(**pipeline_kwargs)`` and stream its video into the MP4 ``out_path``.
 
-    The pipeline runs with ``output_type="latent"``; its latents are denormalized exactly as the
-    pipeline would before ``vae.decode`` and decoded as ``decode_options``
+    The pipeline's own call runs with its ``vae.decode`` captured (:mod:`vidmem.capture`): the
+    latents it decodes are recorded, its post-processing runs on meta stand-ins, and the latents
+    (its pieces joined into one clip) are decoded as ``decode_options``
     (:class:`vidmem.DecodeOptions`: temporal chunks, spatial tiles, whole-clip statistics; see
     :func:`vidmem.decode_latents`) say, each chunk written as soon as it is decoded, with
     ``writer_settings`` (:class:`vidmem.WriterSettings`; ``lossless=True`` writes frames that
