@@ -216,23 +216,19 @@ class DecodeCapture:
                 shape = tuple(frames.shape)
                 self.final_start = _first_frame_of(frames)
         full = self._output_shape(decode_input.latents, decode_input.decode_kwargs)
-        kept = None
-        first = 0
-        total_frames = full[2] if len(full) == 5 else full[0]
-        if shape is not None and len(shape) == 5 and len(full) in (4, 5):
-            time_axis, total = (2, full[2]) if len(full) == 5 else (0, full[0])
+        total = full[2] if len(full) == 5 else full[0]  # frames in the batch: 4-D output
+        kept, first = None, 0
+        if shape is not None and len(shape) == 5:
             frames, height, width = shape[2], shape[3], shape[4]
-            start = self.final_start
-            if (height, width) != tuple(full[-2:]) or start + frames > total:
+            first = self.final_start
+            if (height, width) != tuple(full[-2:]) or first + frames > total:
                 raise UnsupportedModel(
                     f"{name} post-processes its decoded frames in a way vidmem cannot follow: "
                     f"the decode gives {total} frames of {full[-1]}x{full[-2]}, its output has "
                     f"{frames} frames of {width}x{height}")
-            del time_axis
-            kept = frames if start or frames < total else None
-            first = start
+            kept = frames if first or frames < total else None
         return CapturedClip(decode_input, kept, joined, calls=len(self.calls),
-                            total_frames=int(total_frames), rng=self.rng, first_frame=first)
+                            total_frames=int(total), rng=self.rng, first_frame=first)
 
 
 def assemble(calls: list[CapturedDecode], pipeline: str = "the pipeline") -> tuple[DecodeInput,

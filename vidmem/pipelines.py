@@ -31,6 +31,10 @@ class DecodeInput:
     decode_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+#: call arguments that state the frame rate a pipeline conditions its model on.
+FPS_ARGUMENTS = ("fps", "frame_rate")
+
+
 @dataclass(frozen=True)
 class PipelineFacts:
     """The rules a render of one pipeline checks before denoising, read from the pipeline."""
@@ -75,6 +79,15 @@ class PipelineFacts:
         down = max(m, value // m * m)
         return (f"{name} {value} must be a multiple of {m} for {self.pipeline_class} (its VAE's "
                 f"spatial factor x its patch size); try {down} or {down + m}")
+
+    def fps_for(self, call: dict[str, Any]) -> float:
+        """The MP4's frame rate for a call: the ``fps`` / ``frame_rate`` the call conditions the
+        model on (given, or the signature's default in ``call``), else the family's."""
+        for name in FPS_ARGUMENTS:
+            value = call.get(name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+                return float(value)
+        return self.default_fps
 
     def missing_inputs(self, given: dict[str, Any]) -> list[str]:
         """Required ``__call__`` arguments that ``given`` leaves out."""
@@ -171,7 +184,7 @@ def facts_from(pipeline_class: type, vae: Any, denoiser_config: Any = None,
     if frame_rule and isinstance(default_frames, int) and temporal > 1:
         frame_rule = ((default_frames - 1) % temporal == 0) if causal \
             else default_frames % temporal == 0
-    for name in ("fps", "frame_rate"):  # the rate the pipeline conditions on, when it has one
+    for name in FPS_ARGUMENTS:  # the rate the pipeline conditions on, when it has one
         default = params[name].default if name in params else None
         if isinstance(default, (int, float)) and not isinstance(default, bool) and default > 0:
             fps = default

@@ -451,9 +451,7 @@ def render(pipe: Any, out_path: str | Path, *, decode_options: DecodeOptions | N
         raise InvalidOptions("render() sets output_type itself; do not pass it")
     call = call_arguments(pipe, dict(pipeline_kwargs, output_type="np"))  # bad names fail here
     if writer.fps is None:  # the rate the pipeline conditions on, else its family's
-        given = next((call[k] for k in ("fps", "frame_rate")
-                      if isinstance(call.get(k), (int, float)) and call[k] > 0), None)
-        writer = writer.with_(fps=given or facts.default_fps)
+        writer = writer.with_(fps=facts.fps_for(call))
     check_call(facts, pipe, pipeline_kwargs)
     defaults = pipeline_defaults(pipe, pipeline_kwargs)
     expected = expected_vae_latents(pipe, call, facts)
